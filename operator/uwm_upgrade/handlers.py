@@ -1,0 +1,1 @@
+"""Thin kopf handlers: translate events into calls to the core and adapters."""
