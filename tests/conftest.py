@@ -72,7 +72,8 @@ class Kube:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
-    def kubectl_run(self, *args: str, input: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def kubectl_run(self, *args: str, input: str | None = None,
+                    check: bool = False) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(self.kubectl), *args], input=input, capture_output=True, text=True,
                               env=self.env(), check=check, timeout=120)
 

@@ -149,7 +149,7 @@ def _run(cmd: list[str], work: Path, progress: Progress, what: str) -> None:
 
 def _ldflags_kube() -> str:
     major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     flags = []
     for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
         flags += [
@@ -199,8 +199,8 @@ def build_binaries(names: list[str], bin_dir: Path, progress: Progress = _print)
             _build_one(work, pkgs[n], n, bin_dir, _ldflags_kube(), progress)
     if "etcd" in names:
         work = src / "etcd"
-        _prepare(work, f"module uwm-upgrade/etcd-build\n\ngo 1.25.0\n\nrequire go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n",
-                 ["go.etcd.io/etcd/server/v3"])
+        gomod = f"module uwm-upgrade/etcd-build\n\ngo 1.25.0\n\nrequire go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n"
+        _prepare(work, gomod, ["go.etcd.io/etcd/server/v3"])
         _run(["go", "mod", "tidy"], work, progress, f"resolve etcd {ETCD_VERSION}")
         ld = f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA={ETCD_VERSION}"
         _build_one(work, "go.etcd.io/etcd/server/v3", "etcd", bin_dir, ld, progress)

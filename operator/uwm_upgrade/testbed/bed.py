@@ -194,7 +194,8 @@ class Testbed:
             f"{'alive' if procs.alive(st.apiserver_pid) else 'dead'})",
             f"  etcd            http://127.0.0.1:{st.etcd_port} (pid {st.etcd_pid}, "
             f"{'alive' if procs.alive(st.etcd_pid) else 'dead'})",
-            f"  postgresql      127.0.0.1:{st.pg_port} ({'running' if postgres.running(Path(st.pg_data)) else 'stopped'})",
+            f"  postgresql      127.0.0.1:{st.pg_port} "
+            f"({'running' if postgres.running(Path(st.pg_data)) else 'stopped'})",
             f"  env             {self.env_file}",
         ]
         return "\n".join(parts)
