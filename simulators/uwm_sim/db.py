@@ -1,0 +1,131 @@
+"""pyodbc access: a small connection pool per database and `asyncio.to_thread` around every call.
+
+Why: pyodbc blocks, so nothing here ever runs on the event loop; each unit of work is a plain
+function given a connection, run in a worker thread, committed on success and rolled back on any
+error. Connection strings are secrets: errors name the database by its fleet name and are redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, TypeVar
+
+import pyodbc
+
+from .dialect import Dialect
+
+T = TypeVar("T")
+
+_SECRET_KV = re.compile(r"\b(PWD|PASSWORD|UID|USER ID|ACCESSTOKEN)\s*=\s*(\{[^}]*\}|[^;]*)", re.IGNORECASE)
+LOGIN_TIMEOUT = 10
+QUERY_TIMEOUT = 30
+
+
+class DatabaseError(RuntimeError):
+    """A database call failed; the message names the database (never its connection string)."""
+
+
+def redact(text: str, *secrets: str) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _SECRET_KV.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+class Pool:
+    """Idle connections kept for reuse; a new one is opened whenever none is idle (never blocks)."""
+
+    def __init__(self, connection_string: str, max_idle: int = 4) -> None:
+        self._conn_str = connection_string
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._max_idle = max_idle
+        self._closed = False
+
+    def _connect(self) -> Any:
+        conn = pyodbc.connect(self._conn_str, autocommit=False, timeout=LOGIN_TIMEOUT)
+        with suppress(pyodbc.Error):  # psqlODBC has no connection-level query timeout
+            conn.timeout = QUERY_TIMEOUT
+        return conn
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        except BaseException:
+            _close(conn)
+            raise
+        with self._lock:
+            if not self._closed and len(self._idle) < self._max_idle:
+                self._idle.append(conn)
+                conn = None
+        if conn is not None:
+            _close(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            _close(conn)
+
+
+def _close(conn: Any) -> None:
+    with suppress(pyodbc.Error):
+        conn.close()
+
+
+class Database:
+    """One ODBC database, named as in the fleet file; `call` runs work in a transaction."""
+
+    def __init__(self, name: str, connection_string: str, dialect: Dialect, max_idle: int = 4) -> None:
+        self.name = name
+        self.dialect = dialect
+        self._secret = connection_string
+        self.pool = Pool(connection_string, max_idle)
+
+    def __repr__(self) -> str:
+        return f"Database({self.name!r}, dialect={self.dialect.name})"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A connection inside a transaction: commit on success, rollback on error (blocking)."""
+        try:
+            with self.pool.connection() as conn:
+                try:
+                    yield conn
+                    conn.commit()
+                except BaseException:
+                    with suppress(pyodbc.Error):
+                        conn.rollback()
+                    raise
+        except pyodbc.Error as exc:
+            raise DatabaseError(f"database {self.name}: {redact(_describe(exc), self._secret)}") from None
+
+    def call_sync(self, fn: Callable[[Any], T]) -> T:
+        with self.transaction() as conn:
+            return fn(conn)
+
+    async def call(self, fn: Callable[[Any], T]) -> T:
+        return await asyncio.to_thread(self.call_sync, fn)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _describe(exc: pyodbc.Error) -> str:
+    args = [str(a) for a in exc.args]
+    return " ".join(args[1:] or args) or type(exc).__name__
+
+
+def rows(cur: Any) -> list[dict[str, Any]]:
+    cols = [c[0].lower() for c in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]

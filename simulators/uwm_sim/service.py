@@ -1,0 +1,377 @@
+"""One simulated server at run time: reads its state, applies agent requests, runs its installer.
+
+Why: the views stay thin. Every mutation runs in one blocking function under the estate lock
+(`_locked_tx`): it reads a snapshot, asks `estate` whether the guide allows it, writes the change and
+the journal entry in the same transaction, or journals the refusal. Timed work (an install, a crash
+and restart) runs as tasks of the process that owns the server, and resumes after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from . import store, uwmdb
+from .config import FleetConfig, ServerConfig
+from .db import Database, DatabaseError
+from .estate import (
+    Catalog,
+    DatabaseState,
+    Phase,
+    Refusal,
+    ServerState,
+    caught_up,
+    check_install,
+    check_replication,
+    check_rotation,
+    compute_phase,
+    updates_required,
+)
+from .faults import Fault, FaultSet, parse_request
+from .journal import FAILED, OK, REFUSED, Entry, append, iso
+
+T = TypeVar("T")
+log = logging.getLogger("uwm_sim")
+
+
+@dataclass
+class Estate:
+    """What every server of one process shares: the configuration and the database handles."""
+
+    config: FleetConfig
+    catalog: Catalog
+    state: Database
+    databases: dict[str, Database]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    me: ServerState
+    db: DatabaseState
+    group: list[ServerState]
+    portal: dict[str, Any] | None
+    now: float
+
+
+@dataclass
+class Outcome:
+    status: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class SiteControl(Protocol):
+    async def stop(self) -> None: ...
+    async def start(self) -> None: ...
+
+
+class ServerRuntime:
+    def __init__(self, cfg: ServerConfig, estate: Estate) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.estate = estate
+        self.uwm = estate.databases[cfg.database]
+        self.timing = estate.config.timing
+        self.faults = FaultSet()
+        self._flock = threading.Lock()
+        self.url = ""
+        self.active_requests = 0
+        self.lb_requests = 0
+        self.in_rotation = cfg.in_rotation
+        self.rotation_changed_at = 0.0
+        self.down = False
+        self._flap_fail_next = True
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.site: SiteControl | None = None
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: background task failed: %s", self.name, task.exception())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def db_state_sync(self) -> DatabaseState:
+        try:
+            with self.uwm.transaction() as conn:
+                return uwmdb.snapshot(conn, self.cfg.database)
+        except DatabaseError:
+            return DatabaseState(self.cfg.database, None, None, reachable=False)
+
+    def locked_tx(self, work: Callable[[Any, DatabaseState], T]) -> T:
+        """Run `work(cursor, database state)` in one state transaction holding the estate lock."""
+        with self.estate.state.transaction() as conn:
+            cur = conn.cursor()
+            store.lock_estate(cur, self.estate.state.dialect)
+            return work(cur, self.db_state_sync())
+
+    def journal(self, cur: Any, op: str, outcome: str = OK, **detail: Any) -> None:
+        append(cur, self.estate.state.dialect, [Entry(self.name, self.cfg.database, op, outcome, detail)])
+
+    def refused(self, cur: Any, op: str, r: Refusal, **detail: Any) -> Outcome:
+        self.journal(cur, op, REFUSED, rule=r.rule, reason=r.reason, **detail)
+        return Outcome(r.status, {"error": r.reason, "rule": r.rule})
+
+    def me(self, cur: Any) -> ServerState:
+        me = store.get_server(cur, self.name)
+        if me is None:
+            raise DatabaseError(f"server {self.name} is not registered in the estate state yet")
+        return me
+
+    def take_fault(self, kind: str) -> tuple[Fault | None, str]:
+        with self._flock:
+            return self.faults.take(kind), self.faults.dumps()
+
+    # -- reading -------------------------------------------------------------------------------------
+    def _snapshot_sync(self) -> Snapshot:
+        with self.estate.state.transaction() as conn:
+            cur = conn.cursor()
+            me = self.me(cur)
+            group = store.list_servers(cur, group=me.repl_group) if me.replicated else []
+            portal = store.get_portal(cur, me.database)
+        return Snapshot(me, self.db_state_sync(), group, portal, time.time())
+
+    async def snapshot(self) -> Snapshot:
+        snap = await asyncio.to_thread(self._snapshot_sync)
+        me = snap.me
+        overdue = snap.now >= (me.install_started or 0.0) + me.install_seconds
+        if me.installing and me.install_fault != "hang" and overdue and me.install_target:
+            await asyncio.to_thread(self.complete_install_sync, me.install_target)
+            snap = await asyncio.to_thread(self._snapshot_sync)
+        return snap
+
+    def phase(self, snap: Snapshot) -> Phase:
+        return compute_phase(snap.me, snap.db, self.estate.catalog, snap.now, self.timing.settle_seconds)
+
+    def reason(self, snap: Snapshot, phase: Phase) -> str:
+        me, db = snap.me, snap.db
+        left = max(0.0, me.started_at + self.timing.settle_seconds - snap.now)
+        return {
+            Phase.RUNNING: "Connection successful",
+            Phase.STARTING: f"Starting: the server is starting (about {left:.0f} s left)",
+            Phase.INSTALLING: f"Installing release {me.install_target}",
+            Phase.MIGRATING: f"Upgrading the schema of database {db.name}",
+            Phase.LOCKED_OUT: f"Locked out: database {db.name} is being upgraded by {db.lock_holder}",
+            Phase.UPDATES_REQUIRED: f"Version mismatch: server {me.version}, database schema {db.schema_version} "
+                                    "(Database Updates Required)",
+            Phase.MISMATCH: f"Version mismatch: server {me.version}, database schema {db.schema_version}",
+            Phase.FAILED: f"Failed: {me.install_error}" if me.install_error
+            else f"Failed: database {db.name} is unreachable",
+        }[phase]
+
+    def state_json(self, snap: Snapshot) -> dict[str, Any]:
+        me, db, now = snap.me, snap.db, snap.now
+        install = None
+        if me.install_target is not None:
+            install = {"targetVersion": me.install_target,
+                       "startedAt": iso(me.install_started) if me.install_started else None,
+                       "finishedAt": iso(me.install_finished) if me.install_finished else None,
+                       "error": me.install_error}
+        phase = self.phase(snap)
+        return {
+            "name": me.name, "kind": me.kind, "version": me.version, "url": self.url or me.url,
+            "phase": phase.value, "settled": now - me.started_at >= self.timing.settle_seconds,
+            "message": self.reason(snap, phase), "startedAt": iso(me.started_at),
+            "install": install,
+            "database": {"name": db.name, "schemaVersion": db.schema_version, "lockHolder": db.lock_holder,
+                         "updatesRequired": updates_required(me, db, self.estate.catalog),
+                         "reachable": db.reachable},
+            "replication": {"role": me.repl_role, "group": me.repl_group if me.replicated else None,
+                            "enabled": me.repl_enabled,
+                            "caughtUp": caught_up(me, snap.group, now, self.timing.caught_up_seconds)},
+            "rotation": {"loadBalanced": me.load_balanced, "inRotation": me.in_rotation,
+                         "activeRequests": self.active_requests, "lbRequests": self.lb_requests},
+            "faults": self.faults.to_json(),
+        }
+
+    async def state(self) -> dict[str, Any]:
+        return self.state_json(await self.snapshot())
+
+    async def with_state(self, outcome: Outcome) -> Outcome:
+        if outcome.status < 300:
+            outcome.body["state"] = await self.state()
+        return outcome
+
+    # -- install -------------------------------------------------------------------------------------
+    async def install(self, body: Any) -> Outcome:
+        version = body.get("version") if isinstance(body, dict) else None
+        if not isinstance(version, str) or not version:
+            return Outcome(400, {"error": "version: a release name (string) is required"})
+        outcome, seconds = await asyncio.to_thread(self._install_sync, version)
+        if seconds is not None:
+            self.spawn(self.finish_install_later(version, seconds))
+        return await self.with_state(outcome)
+
+    def _install_sync(self, version: str) -> tuple[Outcome, float | None]:
+        def work(cur: Any, db: DatabaseState) -> tuple[Outcome, float | None]:
+            me = self.me(cur)
+            group = store.list_servers(cur, group=me.repl_group) if me.replicated else []
+            try:
+                go = check_install(me, version, self.estate.catalog, group, db)
+            except Refusal as r:
+                return self.refused(cur, "install", r, version=version), None
+            if not go:
+                self.journal(cur, "install", OK, noop=True, **{"from": me.version, "to": version})
+                return Outcome(200, {"accepted": False, "noop": True}), None
+            fault, dumped = self.take_fault("install-fail")
+            if fault is None:
+                fault, dumped = self.take_fault("install-hang")
+            kind = {"install-fail": "fail", "install-hang": "hang"}.get(fault.kind) if fault else None
+            seconds = self.timing.install_seconds
+            store.update_server(cur, self.name, install_target=version, install_started=time.time(),
+                                install_finished=None, install_error=None, install_fault=kind,
+                                install_seconds=seconds, faults=dumped)
+            self.journal(cur, "install", OK, fault=kind, jump=self.estate.catalog.jump(me.version, version),
+                         **{"from": me.version, "to": version})
+            return Outcome(202, {"accepted": True}), seconds
+        return self.locked_tx(work)
+
+    async def finish_install_later(self, version: str, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+        await asyncio.to_thread(self.complete_install_sync, version)
+
+    def complete_install_sync(self, version: str) -> bool:
+        """Finish the install of `version` if it is due (idempotent: safe from a task and from a reader)."""
+        def work(cur: Any, db: DatabaseState) -> bool:
+            me = self.me(cur)
+            now = time.time()
+            if not me.installing or me.install_target != version or me.install_fault == "hang":
+                return False
+            if now + 0.001 < (me.install_started or 0.0) + me.install_seconds:
+                return False
+            if me.install_fault == "fail":
+                error = "injected fault: the installer failed"
+                store.update_server(cur, self.name, install_finished=now, install_error=error, install_fault=None)
+                self.journal(cur, "install-complete", FAILED, error=error, **{"from": me.version, "to": version})
+            else:
+                store.update_server(cur, self.name, version=version, install_finished=now, started_at=now,
+                                    install_fault=None)
+                self.journal(cur, "install-complete", OK, **{"from": me.version, "to": version})
+            return True
+        return self.locked_tx(work)
+
+    # -- replication and rotation -------------------------------------------------------------------
+    async def set_replication(self, body: Any) -> Outcome:
+        enabled = body.get("enabled") if isinstance(body, dict) else None
+        if not isinstance(enabled, bool):
+            return Outcome(400, {"error": "enabled: a boolean is required"})
+
+        def work(cur: Any, db: DatabaseState) -> Outcome:
+            me = self.me(cur)
+            group = store.list_servers(cur, group=me.repl_group) if me.replicated else []
+            try:
+                check_replication(me, enabled, group)
+            except Refusal as r:
+                return self.refused(cur, "replication", r, enabled=enabled)
+            if me.repl_enabled != enabled:
+                store.update_server(cur, self.name, repl_enabled=enabled, repl_changed_at=time.time())
+            self.journal(cur, "replication", OK, enabled=enabled, changed=me.repl_enabled != enabled,
+                         group=me.repl_group, role=me.repl_role)
+            return Outcome(200)
+        return await self.with_state(await asyncio.to_thread(self.locked_tx, work))
+
+    async def set_rotation(self, body: Any) -> Outcome:
+        wanted = body.get("inRotation") if isinstance(body, dict) else None
+        if not isinstance(wanted, bool):
+            return Outcome(400, {"error": "inRotation: a boolean is required"})
+
+        def work(cur: Any, db: DatabaseState) -> Outcome:
+            me = self.me(cur)
+            phase = compute_phase(me, db, self.estate.catalog, time.time(), self.timing.settle_seconds)
+            try:
+                check_rotation(me, wanted, phase, db)
+            except Refusal as r:
+                return self.refused(cur, "rotation", r, inRotation=wanted)
+            store.update_server(cur, self.name, in_rotation=wanted)
+            self.journal(cur, "rotation", OK, inRotation=wanted, changed=me.in_rotation != wanted)
+            return Outcome(200)
+        outcome = await asyncio.to_thread(self.locked_tx, work)
+        if outcome.status == 200:
+            self.in_rotation, self.rotation_changed_at = wanted, time.time()
+        return await self.with_state(outcome)
+
+    # -- faults --------------------------------------------------------------------------------------
+    async def add_fault(self, body: Any) -> Outcome:
+        try:
+            fault = parse_request(body)
+        except ValueError as exc:
+            return Outcome(400, {"error": str(exc)})
+        if fault.kind == "crash":
+            seconds = fault.delay_ms / 1000 if fault.delay_ms else self.timing.crash_restart_seconds
+            await self._save(lambda cur: self.journal(cur, "fault", OK, kind="crash", downSeconds=seconds))
+            self.spawn(self.crash(seconds))
+            return Outcome(200, {"faults": self.faults.to_json(), "crashing": True})
+        with self._flock:
+            self.faults.add(fault)
+            dumped = self.faults.dumps()
+
+        def save(cur: Any) -> None:
+            store.update_server(cur, self.name, faults=dumped)
+            self.journal(cur, "fault", OK, **fault.to_json())
+        await self._save(save)
+        return Outcome(200, {"faults": self.faults.to_json()})
+
+    async def clear_faults(self) -> Outcome:
+        with self._flock:
+            self.faults.clear()
+
+        def work(cur: Any, db: DatabaseState) -> None:
+            me = self.me(cur)
+            store.update_server(cur, self.name, faults="[]")
+            if me.installing and me.install_fault == "hang":
+                error = "install aborted: the installer hung and was stopped"
+                store.update_server(cur, self.name, install_finished=time.time(), install_error=error,
+                                    install_fault=None)
+                self.journal(cur, "install-complete", FAILED, error=error, **{"from": me.version,
+                                                                              "to": me.install_target})
+            self.journal(cur, "faults-cleared", OK)
+        await asyncio.to_thread(self.locked_tx, work)
+        return Outcome(200, {"faults": []})
+
+    async def _save(self, fn: Callable[[Any], None]) -> None:
+        await asyncio.to_thread(self.locked_tx, lambda cur, db: fn(cur))
+
+    async def take_request_fault(self, kind: str) -> Fault | None:
+        if self.faults.peek(kind) is None:
+            return None
+        fault, dumped = self.take_fault(kind)
+        if fault is not None:
+            await asyncio.to_thread(self.estate.state.call_sync, lambda conn: store.update_server(
+                conn.cursor(), self.name, faults=dumped))
+        return fault
+
+    async def flap(self) -> bool:
+        """True when this status request answers unhealthy because of an injected health flap."""
+        if self.faults.peek("health-flap") is None:
+            return False
+        fail, self._flap_fail_next = self._flap_fail_next, not self._flap_fail_next
+        return fail and await self.take_request_fault("health-flap") is not None
+
+    async def crash(self, seconds: float) -> None:
+        await asyncio.sleep(0.05)  # let the answer to the fault request go out first
+        self.down = True
+        if self.site is not None:
+            await self.site.stop()
+        await self._save(lambda cur: self.journal(cur, "crash", OK, downSeconds=seconds))
+        await asyncio.sleep(seconds)
+        if self.site is not None:
+            await self.site.start()
+        self.down = False
+
+        def restarted(cur: Any) -> None:
+            store.update_server(cur, self.name, started_at=time.time())
+            self.journal(cur, "restart", OK)
+        await self._save(restarted)

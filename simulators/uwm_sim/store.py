@@ -1,0 +1,152 @@
+"""The estate-state database: every server's shared state and the portal status, in SQL.
+
+Why in a database and not in memory: one process per server and one process for many must agree on
+replication flags, rotation and in-progress installs, and all of it must survive a simulator restart.
+Mutations take the estate lock (`sim_server` exclusive, to commit) so a rule check and the change it
+allows are atomic across processes. Functions here are blocking; callers run them via `Database.call`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from typing import Any
+
+from .db import rows
+from .dialect import Column, Dialect
+from .estate import ServerState
+
+SERVER, PORTAL, JOURNAL = "sim_server", "sim_portal", "sim_journal"
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    SERVER: (
+        Column("name", "varchar(128)", primary_key=True),
+        Column("kind", "varchar(32)", nullable=False),
+        Column("database_name", "varchar(128)", nullable=False),
+        Column("version", "varchar(64)", nullable=False),
+        Column("url", "varchar(512)"),
+        Column("repl_role", "varchar(16)", nullable=False),
+        Column("repl_group", "varchar(128)"),
+        Column("repl_enabled", "int", nullable=False),
+        Column("repl_changed_at", "float", nullable=False),
+        Column("load_balanced", "int", nullable=False),
+        Column("in_rotation", "int", nullable=False),
+        Column("started_at", "float", nullable=False),
+        Column("install_target", "varchar(64)"),
+        Column("install_started", "float"),
+        Column("install_finished", "float"),
+        Column("install_error", "varchar(512)"),
+        Column("install_fault", "varchar(32)"),
+        Column("install_seconds", "float", nullable=False),
+        Column("faults", "text"),
+    ),
+    PORTAL: (
+        Column("database_name", "varchar(128)", primary_key=True),
+        Column("status", "varchar(32)", nullable=False),
+        Column("from_version", "varchar(64)"),
+        Column("to_version", "varchar(64)"),
+        Column("by_server", "varchar(128)"),
+        Column("error", "varchar(512)"),
+        Column("updated_at", "float", nullable=False),
+    ),
+    JOURNAL: (
+        Column("seq", "bigint", primary_key=True),
+        Column("ts", "float", nullable=False),
+        Column("server", "varchar(128)"),
+        Column("database_name", "varchar(128)"),
+        Column("op", "varchar(64)", nullable=False),
+        Column("outcome", "varchar(16)", nullable=False),
+        Column("detail", "text"),
+    ),
+}
+
+_STATE_FIELDS = [f.name for f in fields(ServerState)]
+_COLUMN_OF = {"database": "database_name"}
+_BOOLS = {"repl_enabled", "load_balanced", "in_rotation"}
+_SELECT = ", ".join(_COLUMN_OF.get(f, f) for f in _STATE_FIELDS)
+
+
+def ensure_schema(conn: Any, d: Dialect, reset: bool = False) -> None:
+    cur = conn.cursor()
+    cur.execute(d.ddl_lock())
+    for table, columns in TABLES.items():
+        if reset:
+            cur.execute(d.drop_table(table))
+        cur.execute(d.create_table(table, columns))
+
+
+def lock_estate(cur: Any, d: Dialect) -> None:
+    cur.execute(d.table_lock(SERVER))
+
+
+def _state(row: dict[str, Any]) -> ServerState:
+    values = {f: row[_COLUMN_OF.get(f, f)] for f in _STATE_FIELDS}
+    for b in _BOOLS:
+        values[b] = bool(values[b])
+    return ServerState(**values)
+
+
+def get_server(cur: Any, name: str) -> ServerState | None:
+    cur.execute(f"SELECT {_SELECT} FROM {SERVER} WHERE name = ?", name)
+    found = rows(cur)
+    return _state(found[0]) if found else None
+
+
+def list_servers(cur: Any, *, group: str | None = None, database: str | None = None,
+                 names: list[str] | None = None) -> list[ServerState]:
+    where, params = ["1 = 1"], []
+    if group is not None:
+        where.append("repl_group = ? AND repl_role <> 'None'")
+        params.append(group)
+    if database is not None:
+        where.append("database_name = ?")
+        params.append(database)
+    if names is not None:
+        if not names:
+            return []
+        where.append(f"name IN ({', '.join('?' for _ in names)})")
+        params.extend(names)
+    cur.execute(f"SELECT {_SELECT} FROM {SERVER} WHERE {' AND '.join(where)} ORDER BY name", *params)
+    return [_state(r) for r in rows(cur)]
+
+
+def get_faults(cur: Any, name: str) -> str:
+    cur.execute(f"SELECT faults FROM {SERVER} WHERE name = ?", name)
+    row = cur.fetchone()
+    return str(row[0]) if row and row[0] else "[]"
+
+
+def insert_server(cur: Any, state: ServerState) -> None:
+    values = asdict(state)
+    cols = [_COLUMN_OF.get(f, f) for f in _STATE_FIELDS] + ["faults"]
+    params = [int(values[f]) if f in _BOOLS else values[f] for f in _STATE_FIELDS] + ["[]"]
+    cur.execute(f"INSERT INTO {SERVER} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", *params)
+
+
+_UPDATABLE = set(_STATE_FIELDS) | {"faults"}
+
+
+def update_server(cur: Any, name: str, **changes: Any) -> None:
+    bad = set(changes) - _UPDATABLE
+    if bad:
+        raise ValueError(f"not server columns: {sorted(bad)}")
+    cols = [f"{_COLUMN_OF.get(k, k)} = ?" for k in changes]
+    params = [int(v) if k in _BOOLS else v for k, v in changes.items()]
+    cur.execute(f"UPDATE {SERVER} SET {', '.join(cols)} WHERE name = ?", *params, name)
+
+
+def get_portal(cur: Any, database: str) -> dict[str, Any] | None:
+    cur.execute(f"SELECT status, from_version, to_version, by_server, error, updated_at FROM {PORTAL} "
+                "WHERE database_name = ?", database)
+    found = rows(cur)
+    return found[0] if found else None
+
+
+def set_portal(cur: Any, database: str, status: str, now: float, from_version: str | None = None,
+               to_version: str | None = None, by_server: str | None = None, error: str | None = None) -> None:
+    cur.execute(f"UPDATE {PORTAL} SET status = ?, from_version = ?, to_version = ?, by_server = ?, error = ?, "
+                "updated_at = ? WHERE database_name = ?",
+                status, from_version, to_version, by_server, error, now, database)
+    if cur.rowcount == 0:
+        cur.execute(f"INSERT INTO {PORTAL} (database_name, status, from_version, to_version, by_server, error, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    database, status, from_version, to_version, by_server, error, now)
