@@ -88,7 +88,7 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def init_app(runtime: ServerRuntime) -> web.Application:
-    app = web.Application(middlewares=[crashed, errors, slow, lb_traffic, auth])
+    app = web.Application(middlewares=[crashed, errors, lb_traffic, slow, auth])
     app[RUNTIME] = runtime
     app.add_routes(agent_views.routes())
     app.add_routes(portal_views.routes())

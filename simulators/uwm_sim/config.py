@@ -55,7 +55,7 @@ class Connection(_Model):
     def _resolve(self) -> Connection:
         if self.odbc_env:
             if self.odbc is not None:
-                raise ValueError("give either odbc or odbcEnv, not both")
+                raise ValueError("odbcEnv: give either odbc or odbcEnv, not both")
             value = os.environ.get(self.odbc_env)
             if not value:
                 raise ValueError(f"odbcEnv: environment variable {self.odbc_env!r} is not set")

@@ -134,7 +134,7 @@ def _initial(s: ServerConfig, now: float, url: str | None) -> ServerState:
     assert s.version is not None
     return ServerState(name=s.name, kind=s.kind, database=s.database, version=s.version, repl_role=s.replication_role,
                        repl_group=s.replication_group if replicated else None,
-                       repl_enabled=replicated and s.replication_enabled, repl_changed_at=now,
+                       repl_enabled=replicated and s.replication_enabled, repl_changed_at=0.0,
                        load_balanced=s.load_balanced, in_rotation=s.in_rotation if s.load_balanced else True,
                        started_at=now, url=url)
 

@@ -77,3 +77,20 @@ def estate(make_db: Callable[[], str]) -> Callable[..., dict[str, Any]]:
     def build(**timing: float) -> dict[str, Any]:
         return acceptance_fleet(make_db(), make_db(), make_db(), **timing)
     return build
+
+
+@pytest.fixture
+def small(make_db: Callable[[], str]) -> Callable[..., dict[str, Any]]:
+    """Two Management servers (ms-1 load-balanced, ms-2 not) on one database; `timing` overrides FAST."""
+    def build(**timing: float) -> dict[str, Any]:
+        return {
+            "releases": RELEASES, "token": TOKEN, "stateDatabase": {"odbc": make_db()},
+            "timing": {**FAST, **timing},
+            "databases": [{"name": "mgmt-db", "kind": "Management", "odbc": make_db(), "seedRows": 10}],
+            "servers": [
+                {"name": "ms-1", "kind": "Management", "database": "mgmt-db", "port": 0, "loadBalanced": True,
+                 "inRotation": False},
+                {"name": "ms-2", "kind": "Management", "database": "mgmt-db", "port": 0},
+            ],
+        }
+    return build
