@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .actions import Action, BringIntoRotation, InstallServer, RestoreBackup, RestoreReplication, UpgradeSchema
-from .enums import ReplicationRole
+from .enums import ReplicationRole, ServerPhase
 from .models import UpgradePlanSpec
 from .observations import Observations
 
@@ -73,7 +73,14 @@ def _install(spec: UpgradePlanSpec, seen: Observations, action: InstallServer) -
     found += _jump(spec, f"install on {action.server}", obs.version, action.version)
     if obs.busy:
         found.append(Violation("busy", f"{action.server} is {obs.phase}", transient=True))
+    if obs.phase is ServerPhase.FAILED and not obs.install.error:
+        found.append(Violation("unavailable", f"{action.server} reports Failed (cannot reach its database)",
+                               transient=True))
     db = seen.databases.get(obs.database)
+    catalog = list(spec.releases or ())
+    if db is not None and db.schema_version in catalog and action.version in catalog \
+            and catalog.index(action.version) > catalog.index(db.schema_version):
+        found += _jump(spec, f"schema of {db.name} for {action.server}", db.schema_version, action.version)
     if db is not None and db.lock_holder not in (None, action.server):
         found.append(Violation("schema-locked", f"{db.lock_holder} holds the schema lock of {db.name}",
                                transient=True))
@@ -121,7 +128,7 @@ def _rotation_back(seen: Observations, action: BringIntoRotation) -> list[Violat
         db = seen.databases.get(obs.database) if obs else None
         if obs is None or db is None:
             found.append(Violation("unobserved", f"{name} or its database was not observed", transient=True))
-        elif obs.busy or obs.version != db.schema_version:
+        elif obs.busy or obs.version != db.schema_version or obs.phase is ServerPhase.FAILED:
             found.append(Violation("version-mismatch", f"{name} cannot serve: it runs {obs.version} ({obs.phase})"
                                                        f" and {db.name} is at {db.schema_version}"))
     return found

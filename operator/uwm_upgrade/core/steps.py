@@ -146,7 +146,8 @@ def schema(ctx: Context, step: StepStatus) -> Action:
     busy = _migrating(ctx, name)
     if db.schema_version == target and busy is None:
         return ctx.complete(step, f"schema of {name} at {target}", skipped=True)
-    if db.migration is MigrationStatus.FAILED or ctx.server(server).phase is ServerPhase.FAILED:
+    # A portal status Failed counts only once we asked: it stays Failed until CLOSE, even across runs.
+    if step.state is StepState.RUNNING and db.migration is MigrationStatus.FAILED:
         return ctx.failure(Reason.MIGRATION_FAILED, ctx.where(step),
                            f"the schema upgrade of {name} to {target} through {server} failed"
                            f" (schema at {db.schema_version})")
@@ -200,9 +201,11 @@ def _installed(obs: ServerObservation, version: str) -> bool:
 def _install_failure(ctx: Context, step: StepStatus, version: str) -> Action | None:
     obs = ctx.server(step.server or "")
     ours = step.state is StepState.RUNNING and obs.install.target_version == version
-    if obs.phase is ServerPhase.FAILED or (ours and obs.install.error and obs.phase is not ServerPhase.INSTALLING):
-        return ctx.failure(Reason.INSTALL_FAILED, ctx.where(step), f"installing {version} on {obs.name} failed:"
-                           f" {obs.install.error or 'the server reports Failed'}")
+    # `Failed` without an install error means the server cannot reach its database: that may pass, so it
+    # is waited for (within the step's timeout); an install error is final.
+    if obs.install.error and obs.phase is not ServerPhase.INSTALLING and (ours or obs.phase is ServerPhase.FAILED):
+        return ctx.failure(Reason.INSTALL_FAILED, ctx.where(step),
+                           f"installing {version} on {obs.name} failed: {obs.install.error}")
     return None
 
 
@@ -232,8 +235,9 @@ def _confirmed(ctx: Context, server: str, version: str) -> str | None:
 def _health_failure(ctx: Context, step: StepStatus) -> Action | None:
     obs, page = ctx.server(step.server or ""), ctx.seen.health.get(step.server or "")
     detail = f" (status page: {page.detail})" if page is not None and page.detail else ""
-    if obs.phase is ServerPhase.FAILED:
-        return ctx.failure(Reason.HEALTH_CHECK_FAILED, ctx.where(step), f"{obs.name} reports Failed{detail}")
+    if obs.phase is ServerPhase.FAILED and obs.install.error:
+        return ctx.failure(Reason.HEALTH_CHECK_FAILED, ctx.where(step),
+                           f"{obs.name} reports Failed: {obs.install.error}{detail}")
     if ctx.timed_out(step):
         return ctx.failure(Reason.HEALTH_CHECK_FAILED, ctx.where(step),
                            f"the status page of {obs.name} did not confirm {ctx.spec.health_check.success_threshold}"
