@@ -1,6 +1,7 @@
 """`uwm-sim`: run a simulated UWM estate described in a fleet YAML file.
 
-    uwm-sim fleet FILE [--only NAME,...] [--reset] [--json]   start it; Ctrl-C or SIGTERM stops it
+    uwm-sim fleet FILE [--only NAME,...] [--reset] [--json] [--ephemeral-ports]
+                                                              start it; Ctrl-C or SIGTERM stops it
     uwm-sim check FILE                                        validate the file and print the topology
 
 `fleet` prints one line per server and load balancer (name, kind, URL, status page), then a line
@@ -25,7 +26,11 @@ from .fleet import Fleet, FleetError
 
 async def _run(args: argparse.Namespace) -> int:
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
-    fleet = Fleet(load_fleet(args.file), only=only, reset=args.reset)
+    cfg = load_fleet(args.file)
+    if args.ephemeral_ports:
+        for item in (*cfg.servers, *cfg.load_balancers):
+            item.port = 0
+    fleet = Fleet(cfg, only=only, reset=args.reset)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -70,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--only", help="comma-separated servers and load balancers to run in this process")
     fl.add_argument("--reset", action="store_true", help="drop the simulator's and UWM tables first")
     fl.add_argument("--json", action="store_true", help="print the endpoints as one JSON line")
+    fl.add_argument("--ephemeral-ports", action="store_true", help="listen on free ports instead of the file's")
     ck = sub.add_parser("check", help="validate FILE")
     ck.add_argument("file", type=Path)
     return parser

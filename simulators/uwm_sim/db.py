@@ -126,6 +126,13 @@ def _describe(exc: pyodbc.Error) -> str:
     return " ".join(args[1:] or args) or type(exc).__name__
 
 
+def execute_drained(cur: Any, sql: str) -> None:
+    """Run a statement and drain any result set (SQL Server's lock SELECTs; FreeTDS has no MARS)."""
+    cur.execute(sql)
+    if cur.description is not None:
+        cur.fetchall()
+
+
 def rows(cur: Any) -> list[dict[str, Any]]:
     cols = [c[0].lower() for c in cur.description]
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .db import Database, rows
+from .db import Database, execute_drained, rows
 from .dialect import Dialect, detect
 from .store import JOURNAL
 
@@ -62,7 +62,7 @@ def append(cur: Any, d: Dialect, entries: Iterable[Entry]) -> list[int]:
     entries = list(entries)
     if not entries:
         return []
-    cur.execute(d.table_lock(JOURNAL))
+    execute_drained(cur, d.table_lock(JOURNAL))
     cur.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {JOURNAL}")
     seq = int(cur.fetchone()[0])
     now = time.time()

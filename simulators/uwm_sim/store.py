@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 from typing import Any
 
-from .db import rows
+from .db import execute_drained, rows
 from .dialect import Column, Dialect
 from .estate import ServerState
 
@@ -67,7 +67,7 @@ _SELECT = ", ".join(_COLUMN_OF.get(f, f) for f in _STATE_FIELDS)
 
 def ensure_schema(conn: Any, d: Dialect, reset: bool = False) -> None:
     cur = conn.cursor()
-    cur.execute(d.ddl_lock())
+    execute_drained(cur, d.ddl_lock())
     for table, columns in TABLES.items():
         if reset:
             cur.execute(d.drop_table(table))
@@ -75,7 +75,7 @@ def ensure_schema(conn: Any, d: Dialect, reset: bool = False) -> None:
 
 
 def lock_estate(cur: Any, d: Dialect) -> None:
-    cur.execute(d.table_lock(SERVER))
+    execute_drained(cur, d.table_lock(SERVER))
 
 
 def _state(row: dict[str, Any]) -> ServerState:

@@ -11,6 +11,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
+from .db import execute_drained
 from .dialect import Column, Dialect
 from .estate import DatabaseState
 
@@ -29,6 +30,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
 }
 
 DAMAGED_PREFIX = "#partially-migrated#"
+SEED_BATCH = 500  # 4 parameters a row: within SQL Server's 2100 parameters and 1000 rows per VALUES
 
 
 def utcnow() -> datetime:
@@ -38,7 +40,7 @@ def utcnow() -> datetime:
 def ensure_schema(conn: Any, d: Dialect, initial_version: str, seed_rows: int, reset: bool = False) -> None:
     """Create the tables (once) and seed a new database; an existing database keeps its state."""
     cur = conn.cursor()
-    cur.execute(d.ddl_lock())
+    execute_drained(cur, d.ddl_lock())
     if reset:
         cur.execute(d.list_tables("uwm_"))
         for (table,) in cur.fetchall():
@@ -58,9 +60,11 @@ def ensure_schema(conn: Any, d: Dialect, initial_version: str, seed_rows: int, r
         cur.execute(f"INSERT INTO {SCHEMA_LOCK} (id, holder, acquired_at) VALUES (1, NULL, NULL)")
     cur.execute(f"SELECT COUNT(*) FROM {USER_DATA}")
     if cur.fetchone()[0] == 0 and seed_rows:
-        cur.fast_executemany = False
-        cur.executemany(f"INSERT INTO {USER_DATA} (id, owner, item, value) VALUES (?, ?, ?, ?)",
-                        [seed_row(i) for i in range(1, seed_rows + 1)])
+        for first in range(1, seed_rows + 1, SEED_BATCH):  # multi-row VALUES: both dialects, few round trips
+            batch = [seed_row(i) for i in range(first, min(first + SEED_BATCH, seed_rows + 1))]
+            values = ", ".join("(?, ?, ?, ?)" for _ in batch)
+            cur.execute(f"INSERT INTO {USER_DATA} (id, owner, item, value) VALUES {values}",
+                        *[v for row in batch for v in row])
 
 
 def seed_row(i: int) -> tuple[int, str, str, str]:

@@ -163,3 +163,16 @@ def test_bad_yaml_does_not_quote_the_file(tmp_path: Path) -> None:
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="must be a YAML mapping"):
         load_fleet(path)
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "simulators" / "examples" / "fleet.yaml"
+
+
+def test_example_file_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("UWM_SIM_STATE_ODBC", "UWM_SIM_MGMT_ODBC", "UWM_SIM_PERS_ODBC"):
+        monkeypatch.setenv(var, "DRIVER={PostgreSQL Unicode};SERVER=x")
+    monkeypatch.setenv("UWM_SIM_TOKEN", "example-token")
+    cfg = load_fleet(EXAMPLE)
+    assert cfg.timing.settle_seconds == 30 and cfg.timing.install_seconds == 5
+    assert [s.bind_port for s in cfg.servers] == [7751, 7752, 7771, 7772, 7773]
+    assert [lb.port for lb in cfg.load_balancers] == [7750, 7770]

@@ -89,7 +89,7 @@ async def test_crash_and_restart(small: Callable[..., dict[str, Any]]) -> None:
         with pytest.raises(aiohttp.ClientError):
             async with aiohttp.ClientSession() as s, s.get(fleet.servers["ms-2"].status_url) as r:
                 await r.read()
-        page = await wait_for(lambda: _try_status(fleet.servers["ms-2"].status_url), lambda s: s == 200, timeout=5)
+        page = await wait_for(lambda: _try_status(fleet.servers["ms-2"].status_url), lambda s: s == 200, within=5)
         assert page == 200
         ops = [e.op for e in await fleet.journal() if e.server == "ms-2"]
         assert ops[-3:] == ["fault", "crash", "restart"]

@@ -67,5 +67,5 @@ async def test_replication_rules(estate: Callable[..., dict[str, Any]]) -> None:
         await wait_phase(s2, "Running")
         for c in (m, s2, s3):
             assert (await c.replication(True)).status == 200
-        state = await wait_for(s3.state, lambda r: r.body["replication"]["caughtUp"], timeout=5)
+        state = await wait_for(s3.state, lambda r: r.body["replication"]["caughtUp"], within=5)
         assert state.body["replication"]["enabled"]

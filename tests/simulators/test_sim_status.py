@@ -20,7 +20,7 @@ async def test_settle_delay_after_start_and_after_install(small: Callable[..., d
         page = await c.status_page("Management")
         assert page.status == 503 and "Starting" in page.text
         assert (await c.state()).body["phase"] == "Starting" and not (await c.state()).body["settled"]
-        page = await wait_for(lambda: c.status_page("Management"), lambda p: p.status == 200, timeout=5)
+        page = await wait_for(lambda: c.status_page("Management"), lambda p: p.status == 200, within=5)
         assert "Connection successful" in page.text
         assert (await c.state()).body["settled"]
         # After an upgrade the page confirms only once the server has settled again.
@@ -30,7 +30,7 @@ async def test_settle_delay_after_start_and_after_install(small: Callable[..., d
         await wait_for(c.portal, lambda r: r.body["status"] == "Upgrade Successful")
         state = (await c.state()).body
         assert state["phase"] in ("Starting", "Running")
-        page = await wait_for(lambda: c.status_page("Management"), lambda p: p.status == 200, timeout=5)
+        page = await wait_for(lambda: c.status_page("Management"), lambda p: p.status == 200, within=5)
         assert "2022.1" in page.text
 
 
