@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from core_estate_model import T0, make_spec
+
 from uwm_upgrade.core.actions import AdvanceHop, ComputePlan, RecordBaseline
 from uwm_upgrade.core.decide import decide
 from uwm_upgrade.core.enums import MigrationStatus, ReplicationRole, ServerPhase, StepName, StepState
