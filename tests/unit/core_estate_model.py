@@ -123,6 +123,7 @@ class FakeEstate:
         self.journal: list[tuple[str, ...]] = []
         self.faults = Faults()
         self.streaks: dict[str, HealthStreak] = {}
+        self.max_installing = 0
         self.servers = {
             s.name: FakeServer(s.name, s.kind, (versions or {}).get(s.name, version), s.database, s.role,
                                s.load_balanced, replication_enabled=s.role is not ReplicationRole.NONE,
@@ -264,6 +265,8 @@ class FakeEstate:
         s.phase, s.install_target, s.install_error = ServerPhase.INSTALLING, version, None
         s.busy_until = self.now + timedelta(seconds=self.install_seconds)
         self.journal.append(("install", s.name, version))
+        installing = sum(o.phase is ServerPhase.INSTALLING for o in self.servers.values())
+        self.max_installing = max(self.max_installing, installing)
 
     def _migrate(self, action: Action, s: FakeServer, db: FakeDatabase, version: str) -> None:
         if db.lock_holder is not None:
