@@ -28,8 +28,10 @@ async def _run(args: argparse.Namespace) -> int:
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     cfg = load_fleet(args.file)
     if args.ephemeral_ports:
-        for item in (*cfg.servers, *cfg.load_balancers):
-            item.port = 0
+        for server in cfg.servers:
+            server.port = 0
+        for lb in cfg.load_balancers:
+            lb.port = 0
     fleet = Fleet(cfg, only=only, reset=args.reset)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -174,12 +174,10 @@ class ServerRuntime:
 
     def state_json(self, snap: Snapshot) -> dict[str, Any]:
         me, db, now = snap.me, snap.db, snap.now
-        install = None
-        if me.install_target is not None:
-            install = {"targetVersion": me.install_target,
-                       "startedAt": iso(me.install_started) if me.install_started else None,
-                       "finishedAt": iso(me.install_finished) if me.install_finished else None,
-                       "error": me.install_error}
+        install = {"targetVersion": me.install_target,  # all null before the first install
+                   "startedAt": iso(me.install_started) if me.install_started else None,
+                   "finishedAt": iso(me.install_finished) if me.install_finished else None,
+                   "error": me.install_error}
         phase = self.phase(snap)
         return {
             "name": me.name, "kind": me.kind, "version": me.version, "url": self.url or me.url,
