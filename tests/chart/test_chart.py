@@ -370,7 +370,7 @@ def test_demo_estate_fleet_is_valid_for_the_simulators(helm: Callable[..., subpr
     deployment = one(docs, "Deployment", name)
     pod = deployment["spec"]["template"]["spec"]
     sim = pod["containers"][0]
-    assert sim["command"] == ["uwm-sim", "fleet", "/etc/uwm-sim/fleet.yaml"]
+    assert sim["command"] == ["python", "-m", "uwm_sim", "fleet", "/etc/uwm-sim/fleet.yaml"]
     assert sim["image"] == operator_container(docs)["image"]
     assert {p["containerPort"] for p in sim["ports"]} == set(ports.values())
     assert pod["initContainers"][0]["name"] == "postgres" and pod["initContainers"][0]["restartPolicy"] == "Always"
