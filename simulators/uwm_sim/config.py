@@ -121,7 +121,13 @@ class FleetConfig(_Model):
         _unique("servers", [s.name for s in self.servers] + [lb.name for lb in self.load_balancers])
         ports: dict[int, str] = {}
         by_kind = {d.name: d for d in self.databases}
+        seen_conn: dict[str, int] = {}
         for i, d in enumerate(self.databases):
+            if d.connection_string in seen_conn:
+                first = seen_conn[d.connection_string]
+                raise ValueError(f"databases[{i}].odbc: the same database as databases[{first}] "
+                                 "(each UWM database needs its own)")
+            seen_conn[d.connection_string] = i
             if d.schema_version is None:
                 d.schema_version = self.releases[0]
             elif d.schema_version not in self.releases:

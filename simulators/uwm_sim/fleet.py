@@ -146,6 +146,10 @@ def register(cur: Any, estate: Estate, urls: Mapping[str, str]) -> tuple[list[Se
     existing = {s.name: s for s in store.list_servers(cur)}
     entries: list[Entry] = []
     now = time.time()
+    configured_names = {s.name for s in estate.config.servers}
+    for gone in sorted(set(existing) - configured_names):  # left the fleet file: no longer part of the estate
+        store.delete_server(cur, gone)
+        entries.append(Entry(gone, existing[gone].database, "unregister", OK))
     for s in estate.config.servers:
         configured = _url(estate.config, s.url, s.bind_port) if s.bind_port or s.url else None
         old = existing.get(s.name)

@@ -122,6 +122,10 @@ def insert_server(cur: Any, state: ServerState) -> None:
     cur.execute(f"INSERT INTO {SERVER} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", *params)
 
 
+def delete_server(cur: Any, name: str) -> None:
+    cur.execute(f"DELETE FROM {SERVER} WHERE name = ?", name)
+
+
 _UPDATABLE = set(_STATE_FIELDS) | {"faults"}
 
 

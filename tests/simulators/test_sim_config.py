@@ -16,7 +16,8 @@ BASE: dict[str, Any] = {
     "token": "a-long-enough-token",
     "stateDatabase": {"odbc": SECRET},
     "databases": [{"name": "mgmt-db", "kind": "Management", "odbc": SECRET},
-                  {"name": "pers-db", "kind": "Personalization", "odbc": SECRET, "schemaVersion": "2022.1"}],
+                  {"name": "pers-db", "kind": "Personalization", "odbc": SECRET + ";A=2",
+                   "schemaVersion": "2022.1"}],
     "servers": [{"name": "ms-1", "kind": "Management", "database": "mgmt-db"},
                 {"name": "ps-1", "kind": "Personalization", "database": "pers-db", "replicationRole": "Master"},
                 {"name": "ps-2", "kind": "Personalization", "database": "pers-db", "port": 7772,
@@ -115,6 +116,9 @@ BAD_TOPOLOGY = [
     (cfg(loadBalancers=[{"name": "pool", "port": 7751, "servers": ["ms-1"]}]),
      "loadBalancers[0].port: port 7751 is already used"),
     (cfg(timing={"settleSeconds": -1}), "timing.settleSeconds"),
+    (cfg(databases=[{"name": "mgmt-db", "kind": "Management", "odbc": SECRET},
+                    {"name": "pers-db", "kind": "Personalization", "odbc": SECRET}]),
+     "databases[1].odbc: the same database as databases[0]"),
 ]
 
 
@@ -170,7 +174,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "simulators" / "examples" / "fle
 
 def test_example_file_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("UWM_SIM_STATE_ODBC", "UWM_SIM_MGMT_ODBC", "UWM_SIM_PERS_ODBC"):
-        monkeypatch.setenv(var, "DRIVER={PostgreSQL Unicode};SERVER=x")
+        monkeypatch.setenv(var, f"DRIVER={{PostgreSQL Unicode}};SERVER=x;DATABASE={var.lower()}")
     monkeypatch.setenv("UWM_SIM_TOKEN", "example-token")
     cfg = load_fleet(EXAMPLE)
     assert cfg.timing.settle_seconds == 30 and cfg.timing.install_seconds == 5

@@ -20,4 +20,3 @@ async def test_fleet_starts_and_status_pages_answer(estate: Any) -> None:
                 assert "Connection successful" in page.text
                 st = await c.state()
                 assert st.status == 200, st.text
-                print(st.body)
