@@ -28,6 +28,16 @@ def _testbed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .runner import run_operator
+
+    return run_operator(
+        namespaces=args.namespace, all_namespaces=args.all_namespaces, selector=args.selector,
+        log_format=args.log_format, verbose=args.verbose, liveness_port=args.liveness_port,
+        metrics_port=args.metrics_port, standalone=args.standalone,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uwm-upgrade", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("action", choices=["up", "down", "status", "build"])
     tb.add_argument("--dir", default=".testbed", help="where the test bed keeps its state (default: .testbed)")
     tb.set_defaults(func=_testbed)
+    run = sub.add_parser("run", help="run the operator (kopf) against the current kubeconfig or in-cluster")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[],
+                       help="watch this namespace (repeatable; glob patterns allowed); default: all namespaces")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch the whole cluster")
+    run.add_argument("-l", "--selector", default="",
+                     help="only plans whose labels match, e.g. 'team=vdi,env!=prod' (=, ==, !=, key, !key)")
+    run.add_argument("--log-format", choices=["plain", "full", "json"], default="plain")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--liveness-port", type=int, default=8080, help="serves /healthz (0 disables)")
+    run.add_argument("--metrics-port", type=int, default=9090, help="serves Prometheus /metrics (0 disables)")
+    run.add_argument("--standalone", action="store_true", help="no peering with other operator replicas")
+    run.set_defaults(func=_run)
     return parser
 
 

@@ -9,6 +9,8 @@ typed models at this boundary; failures become `ServerError`s that say whether a
 from __future__ import annotations
 
 import asyncio
+import re
+from html import unescape
 from typing import Any, Literal
 
 import aiohttp
@@ -93,6 +95,7 @@ class StatusPage(_Wire):
     ok: bool
     http_status: int
     summary: str
+    version: str | None = None
 
 
 class ServerClient:
@@ -184,7 +187,8 @@ class ServerClient:
         try:
             async with sess.get(url) as resp:
                 text = await resp.text()
-                return StatusPage(ok=resp.status == 200, http_status=resp.status, summary=_summary(text))
+                return StatusPage(ok=resp.status == 200, http_status=resp.status, summary=_summary(text),
+                                  version=_detail(text, "Version"))
         except (TimeoutError, aiohttp.ClientError) as exc:
             return StatusPage(ok=False, http_status=0, summary=f"no answer ({type(exc).__name__})")
 
@@ -198,9 +202,14 @@ def _path(url: str) -> str:
 
 
 def _summary(html: str) -> str:
-    """A one-line gist of a status page for messages: its title or first text."""
-    import re
-
-    m = re.search(r"<title>(.*?)</title>", html, re.I | re.S)
+    """A one-line gist of a status page for messages: its result line, else its title or first text."""
+    m = re.search(r'<p id="result"[^>]*>(.*?)</p>', html, re.I | re.S) or re.search(r"<title>(.*?)</title>",
+                                                                                      html, re.I | re.S)
     text = m.group(1) if m else re.sub(r"<[^>]+>", " ", html)
-    return " ".join(text.split())[:160]
+    return unescape(" ".join(text.split()))[:160]
+
+
+def _detail(html: str, label: str) -> str | None:
+    """The value of a `<th>label</th><td>value</td>` row of a status page."""
+    m = re.search(rf"<th>\s*{re.escape(label)}\s*</th>\s*<td>(.*?)</td>", html, re.I | re.S)
+    return unescape(m.group(1).strip()) if m else None
