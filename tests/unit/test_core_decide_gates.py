@@ -4,11 +4,13 @@ Rollback, rollback steps), at safe points for a pause, and when the estate or th
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from core_builders import T0, at_step, estate, key, later, make_spec, planned, set_state
 
 from uwm_upgrade.core.actions import (
+    Action,
     AwaitApproval,
     BeginRollback,
     Block,
@@ -35,7 +37,7 @@ from uwm_upgrade.core.transitions import apply_decision
 
 F, T = "2021.1", "2023.1"
 ALL = ("ms-1", "ms-2", "ps-1", "ps-2", "ps-3")
-ISO = {n: {"replication_enabled": False, "in_rotation": False} for n in ALL}
+ISO: dict[str, dict[str, Any]] = {n: {"replication_enabled": False, "in_rotation": False} for n in ALL}
 FRESH = UpgradePlanStatus()
 
 # ---------------------------------------------------------------- preflight and plan
@@ -188,7 +190,7 @@ def test_paused_mid_migration_finishes_the_migration_then_pauses() -> None:
     done = decide(spec, status, migrated, later(5))
     assert isinstance(done, CompleteStep) and done.step == step
     recorded = []
-    action = done
+    action: Action = done
     while isinstance(action, CompleteStep):  # what is already seen done is recorded, nothing is started
         recorded.append(action.step.name)
         status = apply_decision(status, action, later(5))
@@ -201,7 +203,7 @@ def test_paused_mid_migration_finishes_the_migration_then_pauses() -> None:
 
 
 IF = key(StepName.INSTALL_FIRST_SERVER, server="ps-1", database="pers-db")
-BROKEN = {**ISO, "ms-1": dict(ISO["ms-1"], version=T),
+BROKEN: dict[str, dict[str, Any]] = {**ISO, "ms-1": dict(ISO["ms-1"], version=T),
           "ps-1": dict(ISO["ps-1"], phase=ServerPhase.FAILED, install=InstallObservation(T, "error 1603"))}
 
 
