@@ -1,4 +1,8 @@
-"""Fixtures of the simulator tests: fresh PostgreSQL databases and fleet configurations built from them."""
+"""Fixtures of the simulator tests: fresh PostgreSQL databases and fleet configurations built from them.
+
+Not a conftest.py on purpose: other test folders import the root conftest as module `conftest`, which a
+second conftest.py would shadow. Test modules import the fixtures they use from here.
+"""
 
 from __future__ import annotations
 

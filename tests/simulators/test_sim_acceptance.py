@@ -19,6 +19,8 @@ from uwm_sim.client import AgentClient
 from uwm_sim.fleet import running_fleet
 from uwm_sim.journal import Event, violations
 
+pytest_plugins = ["sim_fixtures"]
+
 pytestmark = pytest.mark.integration
 
 MS, PS = ["ms-1", "ms-2"], ["ps-1", "ps-2", "ps-3"]

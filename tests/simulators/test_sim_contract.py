@@ -10,6 +10,8 @@ from sim_helpers import wait_phase
 
 from uwm_sim.fleet import running_fleet
 
+pytest_plugins = ["sim_fixtures"]
+
 pytestmark = pytest.mark.integration
 
 STATE_KEYS = {"name", "kind", "version", "phase", "settled", "install", "database", "replication", "rotation",

@@ -14,6 +14,8 @@ from uwm_sim.db import Database, DatabaseError, redact
 from uwm_sim.dialect import detect
 from uwm_sim.fleet import FleetError, running_fleet
 
+pytest_plugins = ["sim_fixtures"]
+
 
 def test_redact() -> None:
     text = "login failed: DRIVER={x};SERVER=h;UID=sa;PWD={p;w};Password=abc;AccessToken=t"

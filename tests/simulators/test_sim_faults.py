@@ -14,6 +14,8 @@ from sim_helpers import checksum, query, wait_for, wait_phase, wait_portal
 from uwm_sim.fleet import running_fleet
 from uwm_sim.uwmdb import DAMAGED_PREFIX
 
+pytest_plugins = ["sim_fixtures"]
+
 pytestmark = pytest.mark.integration
 
 

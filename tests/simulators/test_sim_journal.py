@@ -16,6 +16,8 @@ from uwm_sim.dialect import detect
 from uwm_sim.fleet import running_fleet
 from uwm_sim.journal import Entry, Event, append, read, read_journal, violations
 
+pytest_plugins = ["sim_fixtures"]
+
 
 def snap(name: str, **kw: Any) -> dict[str, Any]:
     base = {"name": name, "kind": "Personalization", "database": "pers-db", "version": "2021.1", "role": "None",

@@ -13,6 +13,8 @@ from uwm_sim.client import AgentClient
 from uwm_sim.fleet import running_fleet
 from uwm_sim.journal import violations
 
+pytest_plugins = ["sim_fixtures"]
+
 pytestmark = pytest.mark.integration
 STATUS = "/ManagementServer/deployment/status.aspx"
 

@@ -16,6 +16,8 @@ from sim_helpers import start_cli, stop_cli, wait_for, wait_phase, wait_portal
 from uwm_sim.client import AgentClient
 from uwm_sim.journal import read_journal, violations
 
+pytest_plugins = ["sim_fixtures"]
+
 pytestmark = pytest.mark.integration
 
 

@@ -10,6 +10,8 @@ from sim_helpers import wait_for, wait_phase, wait_portal
 
 from uwm_sim.fleet import running_fleet
 
+pytest_plugins = ["sim_fixtures"]
+
 pytestmark = pytest.mark.integration
 
 

@@ -12,6 +12,8 @@ from sim_helpers import big_fleet
 
 from uwm_sim.fleet import running_fleet
 
+pytest_plugins = ["sim_fixtures"]
+
 pytestmark = pytest.mark.integration
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from uwm_sim.fleet import running_fleet
 
+pytest_plugins = ["sim_fixtures"]
+
 
 @pytest.mark.integration
 async def test_fleet_starts_and_status_pages_answer(estate: Any) -> None:

@@ -12,6 +12,8 @@ from sim_helpers import wait_for, wait_phase
 from uwm_sim.client import AgentClient
 from uwm_sim.fleet import running_fleet
 
+pytest_plugins = ["sim_fixtures"]
+
 pytestmark = pytest.mark.integration
 
 
