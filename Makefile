@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):/usr/local/go/bin:$(PATH)
 
-.PHONY: setup system-packages venv assets lint test test-fast test-slow demo testbed-up testbed-down clean
+.PHONY: setup system-packages venv assets lint test test-fast test-slow demo testbed-up testbed-down clean chart-sync
 
 setup: system-packages venv
 
@@ -39,6 +39,12 @@ test-fast: venv
 
 test-slow: setup assets
 	$(BIN)/python -m pytest -q -m "testbed or integration or e2e"
+
+demo: setup assets
+	$(BIN)/uwm-upgrade demo
+
+chart-sync:
+	cp crds/*.yaml charts/uwm-upgrade-operator/crds/
 
 testbed-up: setup assets
 	@$(BIN)/uwm-upgrade testbed up

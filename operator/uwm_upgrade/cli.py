@@ -38,6 +38,12 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    return run(timeout=args.timeout, settle=args.settle_seconds, install=args.install_seconds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uwm-upgrade", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=9090, help="serves Prometheus /metrics (0 disables)")
     run.add_argument("--standalone", action="store_true", help="no peering with other operator replicas")
     run.set_defaults(func=_run)
+    demo = sub.add_parser("demo", help="test bed + simulated estate + operator + the example plan, shown live")
+    demo.add_argument("--timeout", type=float, default=900.0)
+    demo.add_argument("--settle-seconds", type=float, default=1.0, help="the simulators' settle delay")
+    demo.add_argument("--install-seconds", type=float, default=1.0, help="the simulators' install time")
+    demo.set_defaults(func=_demo)
     return parser
 
 

@@ -177,6 +177,9 @@ class ServerClient:
         return PortalStatus.model_validate(data)
 
     async def portal_update_selected(self, server: str, base_url: str, databases: list[str]) -> None:
+        """CLOSE whatever the portal still shows (a stale result), then UPDATE SELECTED."""
+        await self._call(server, "POST", _join(base_url, "/ServerConfigurationPortal/DatabaseUpdates/Close"),
+                         auth=False)
         url = _join(base_url, "/ServerConfigurationPortal/DatabaseUpdates/UpdateSelected")
         await self._call(server, "POST", url, {"databases": databases}, auth=False)
 

@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..adapters.database import Database
@@ -47,7 +47,7 @@ class Runtime:
     """Process-wide state: the Kubernetes adapter, one HTTP client per agent token, the loop's limits."""
 
     kube: Kube
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = field(default_factory=lambda: Limits(poll_seconds=1.0, idle_seconds=5.0))
     clients: dict[str, ServerClient] = field(default_factory=dict)
     estates: dict[str, Estate] = field(default_factory=dict)
 
@@ -100,6 +100,12 @@ class Plan:
     def _fingerprint(self) -> tuple[Any, ...]:
         meta = self.body["metadata"]
         return (meta.get("generation"), (meta.get("annotations") or {}).get(APPROVE_ANNOTATION))
+
+    def limits(self, spec: UpgradePlanSpec) -> Limits:
+        """Never poll the estate less often than the plan's health-check period."""
+        period = float(spec.health_check.period_seconds)
+        base = self.runtime.limits
+        return replace(base, poll_seconds=min(base.poll_seconds, period))
 
     async def write(self) -> None:
         patch = status_patch(self.written, self.status)
@@ -163,7 +169,7 @@ class Plan:
         self.status = record_observations(observe_generation(self.status, self.generation), spec, seen, now)
         annotations = self.body["metadata"].get("annotations") or {}
         action = decide(spec, self.status, seen, now, approval=annotations.get(APPROVE_ANNOTATION),
-                        limits=self.runtime.limits)
+                        limits=self.limits(spec))
         self.logger.info("decided: %s", redact(describe(action)))
         self.status = apply_decision(self.status, action, now)
         await self.write()

@@ -1,0 +1,183 @@
+"""A local UWM estate on the test bed: fresh databases, a simulator fleet and the operator, as processes.
+
+`make demo` and the end-to-end tests both use it, so what the demo shows is what the tests check: the
+real `uwm-sim fleet` and `uwm-upgrade run` commands, talking to the test bed's real API server and
+PostgreSQL. Processes run in their own sessions with their output in log files, and are stopped with
+their whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import procs
+from .bed import Testbed
+
+TOKEN_BYTES = 16
+
+
+def _bin(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+def create_databases(bed: Testbed, names: list[str]) -> dict[str, str]:
+    """Fresh, empty databases (dropped first if they exist); returns their ODBC connection strings."""
+    import pyodbc
+
+    conn = pyodbc.connect(bed.odbc(), autocommit=True)
+    try:
+        for name in names:
+            if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", name):
+                raise ValueError(f"not a database name: {name!r}")
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        conn.close()
+    return {name: bed.odbc(name) for name in names}
+
+
+@dataclass
+class Process:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no cleanup runs."""
+        self.stop(signal.SIGKILL, timeout=5.0)
+
+
+def _spawn(name: str, cmd: list[str], env: dict[str, str], log: Path) -> Process:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = log.open("ab")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    out.close()
+    return Process(name, proc, log)
+
+
+@dataclass
+class Fleet:
+    process: Process
+    endpoints: dict[str, Any]
+    token: str
+    state_odbc: str
+    odbc: dict[str, str] = field(default_factory=dict)
+
+    def url(self, server: str) -> str:
+        return str(self.endpoints["servers"][server]["url"])
+
+
+def start_fleet(bed: Testbed, fleet_file: Path, work: Path, *, settle: float = 1.0, install: float = 1.0,
+                migration_step: float = 0.5, caught_up: float = 0.5, prefix: str | None = None,
+                timeout: float = 120.0) -> Fleet:
+    """Fresh databases for the fleet's state and each UWM database, then `uwm-sim fleet --json`."""
+    config = yaml.safe_load(fleet_file.read_text())
+    prefix = prefix or f"e{uuid.uuid4().hex[:8]}"
+    db_names = {d["name"]: f"{prefix}_{d['name'].replace('-', '_')}" for d in config["databases"]}
+    odbc = create_databases(bed, [*db_names.values(), f"{prefix}_state"])
+    token = uuid.uuid4().hex
+    env = {**os.environ, "UWM_SIM_TOKEN": token, "UWM_SIM_STATE_ODBC": odbc[f"{prefix}_state"],
+           "UWM_SIM_SETTLE_SECONDS": str(settle), "UWM_SIM_INSTALL_SECONDS": str(install),
+           "UWM_SIM_MIGRATION_STEP_SECONDS": str(migration_step), "UWM_SIM_CAUGHT_UP_SECONDS": str(caught_up)}
+    for name, db in db_names.items():
+        env[f"UWM_SIM_{name.split('-')[0].upper()}_ODBC"] = odbc[db]
+    log = work / "fleet.log"
+    offset = log.stat().st_size if log.exists() else 0  # the log is appended to: read only this run's lines
+    process = _spawn("fleet", [_bin("uwm-sim"), "fleet", str(fleet_file), "--json", "--ephemeral-ports", "--reset"],
+                     env, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with log.open("rb") as fh:
+            fh.seek(offset)
+            lines = fh.read().decode(errors="replace").splitlines()
+        for line in lines:
+            if line.startswith("{") and '"ready"' in line:
+                endpoints = json.loads(line)
+                return Fleet(process, endpoints, token, odbc[f"{prefix}_state"],
+                             {name: odbc[db] for name, db in db_names.items()})
+        if not process.alive():
+            raise RuntimeError(f"the simulator fleet exited; last lines of {log}:\n{procs.tail(log)}")
+        time.sleep(0.1)
+    process.stop()
+    raise RuntimeError(f"the simulator fleet was not ready in {timeout:.0f} s; see {log}")
+
+
+@dataclass
+class Operator:
+    process: Process
+    metrics_port: int
+    liveness_port: int
+
+
+def start_operator(bed: Testbed, namespaces: list[str], work: Path, *, extra: list[str] | None = None,
+                   log_name: str = "operator.log") -> Operator:
+    metrics_port, liveness_port = procs.free_port(), procs.free_port()
+    cmd = [_bin("uwm-upgrade"), "run", "--standalone", "--verbose", "--metrics-port", str(metrics_port),
+           "--liveness-port", str(liveness_port), *[a for ns in namespaces for a in ("-n", ns)], *(extra or [])]
+    env = {**os.environ, "KUBECONFIG": str(bed.kubeconfig)}
+    return Operator(_spawn("operator", cmd, env, work / log_name), metrics_port, liveness_port)
+
+
+def plan_documents(plan_file: Path, fleet: Fleet, namespace: str, **spec_overrides: Any) -> list[dict[str, Any]]:
+    """The example's Secrets and plan, pointed at this fleet (URLs, connection strings, token)."""
+    docs = [d for d in yaml.safe_load_all(plan_file.read_text()) if d]
+    for doc in docs:
+        doc.setdefault("metadata", {})["namespace"] = namespace
+        if doc["kind"] == "Secret" and "token" in doc.get("stringData", {}):
+            doc["stringData"]["token"] = fleet.token
+        elif doc["kind"] == "Secret":
+            doc["stringData"] = {k: fleet.odbc[k] for k in doc["stringData"] if k in fleet.odbc}
+        elif doc["kind"] == "UpgradePlan":
+            spec = doc["spec"]
+            for key in ("managementServers", "personalizationServers"):
+                for server in spec.get(key, []):
+                    server["url"] = fleet.url(server["name"])
+            spec.update(spec_overrides)
+    return docs
+
+
+def kubectl(bed: Testbed, *args: str, input: str | None = None, check: bool = True) -> str:
+    from .assets import resolve
+
+    res = subprocess.run([str(resolve(build=False).kubectl), "--kubeconfig", str(bed.kubeconfig), *args],
+                         input=input, capture_output=True, text=True, check=False, timeout=60)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {res.stderr.strip()}")
+    return res.stdout
+
+
+def apply(bed: Testbed, docs: list[dict[str, Any]]) -> None:
+    kubectl(bed, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def get_plan(bed: Testbed, namespace: str, name: str) -> dict[str, Any]:
+    return dict(json.loads(kubectl(bed, "get", "upgradeplan", name, "-n", namespace, "-o", "json")))
