@@ -19,6 +19,7 @@ from uwm_upgrade.testbed import assets
 from uwm_upgrade.testbed.bed import Testbed
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["e2e.e2e_support"]
 BED_FIXTURES = {"pg_bed", "odbc", "new_database", "kube"}
 
 
