@@ -13,6 +13,7 @@ from typing import Any
 
 import pyodbc
 import pytest
+
 from sim_helpers import FAST, RELEASES, TOKEN, acceptance_fleet
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sim_helpers import TOKEN, checksum, start_cli, stop_cli, wait_for, wait_phase, wait_portal
 
 from uwm_sim.client import AgentClient
 from uwm_sim.fleet import running_fleet
 from uwm_sim.journal import Event, violations
+
+from sim_helpers import TOKEN, checksum, start_cli, stop_cli, wait_for, wait_phase, wait_portal
 
 pytest_plugins = ["sim_fixtures"]
 

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sim_helpers import wait_phase
 
 from uwm_sim.fleet import running_fleet
+
+from sim_helpers import wait_phase
 
 pytest_plugins = ["sim_fixtures"]
 

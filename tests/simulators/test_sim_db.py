@@ -7,12 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sim_helpers import checksum, query
 
 from uwm_sim import uwmdb
 from uwm_sim.db import Database, DatabaseError, redact
 from uwm_sim.dialect import detect
 from uwm_sim.fleet import FleetError, running_fleet
+
+from sim_helpers import checksum, query
 
 pytest_plugins = ["sim_fixtures"]
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sim_helpers import checksum, query, wait_for, wait_phase, wait_portal
 
 from uwm_sim.fleet import running_fleet
 from uwm_sim.uwmdb import DAMAGED_PREFIX
+
+from sim_helpers import checksum, query, wait_for, wait_phase, wait_portal
 
 pytest_plugins = ["sim_fixtures"]
 

@@ -11,10 +11,11 @@ from typing import Any
 
 import pyodbc
 import pytest
-from sim_helpers import FAST, RELEASES, TOKEN, wait_phase, wait_portal
 
 from uwm_sim.fleet import running_fleet
 from uwm_sim.journal import read_journal, violations
+
+from sim_helpers import FAST, RELEASES, TOKEN, wait_phase, wait_portal
 
 pytestmark = [pytest.mark.mssql, pytest.mark.integration]
 PASSWORD = "Uwm-Sim-Test-1!"

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 import yaml
-from sim_helpers import start_cli, stop_cli, wait_for, wait_phase, wait_portal
 
 from uwm_sim.client import AgentClient
 from uwm_sim.journal import read_journal, violations
+
+from sim_helpers import start_cli, stop_cli, wait_for, wait_phase, wait_portal
 
 pytest_plugins = ["sim_fixtures"]
 

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sim_helpers import wait_for, wait_phase, wait_portal
 
 from uwm_sim.fleet import running_fleet
+
+from sim_helpers import wait_for, wait_phase, wait_portal
 
 pytest_plugins = ["sim_fixtures"]
 

@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 import aiohttp
 import pytest
-from sim_helpers import big_fleet
 
 from uwm_sim.fleet import running_fleet
+
+from sim_helpers import big_fleet
 
 pytest_plugins = ["sim_fixtures"]
 

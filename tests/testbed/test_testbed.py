@@ -12,9 +12,10 @@ from pathlib import Path
 import pyodbc
 import pytest
 
-from conftest import REPO, Kube
 from uwm_upgrade.testbed import assets, controlplane, procs
 from uwm_upgrade.testbed.bed import State, Testbed
+
+from conftest import REPO, Kube
 
 
 def test_server_reports_a_real_stamped_version(kube: Kube) -> None:
