@@ -270,8 +270,8 @@ class ServerStatus(_Status):
     online: bool | None = None
     replication: ReplicationState | None = None
     replication_before: ReplicationState | None = Field(None, alias="replicationBefore")
-    # Not (yet) in docs/contracts.md: whether a load-balanced server was in rotation before the plan.
-    # Absent means "in rotation", so a pruned field degrades to "bring every pool member back".
+    # Whether a load-balanced server was in rotation before the plan (restored exactly at the end).
+    # Absent (a status written before the baseline) means "in rotation".
     online_before: bool | None = Field(None, alias="onlineBefore")
     health: Health | None = None
 
