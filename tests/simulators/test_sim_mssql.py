@@ -5,7 +5,6 @@ Skipped (with the reason) when no Docker engine answers or no SQL Server ODBC dr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,44 +14,15 @@ import pytest
 from uwm_sim.fleet import running_fleet
 from uwm_sim.journal import read_journal, violations
 
+from mssql_support import sql_server
 from sim_helpers import FAST, RELEASES, TOKEN, wait_phase, wait_portal
 
 pytestmark = [pytest.mark.mssql, pytest.mark.integration]
-PASSWORD = "Uwm-Sim-Test-1!"
-
-
-def _driver() -> str | None:
-    drivers = pyodbc.drivers()
-    for wanted in ("ODBC Driver 18 for SQL Server", "ODBC Driver 17 for SQL Server", "FreeTDS"):
-        if wanted in drivers:
-            return wanted
-    return None
 
 
 @pytest.fixture(scope="module")
 def mssql() -> Iterator[str]:
-    driver = _driver()
-    if driver is None:
-        pytest.skip("no SQL Server ODBC driver (msodbcsql18 or FreeTDS) is installed")
-    try:
-        import docker
-
-        docker.from_env().ping()
-    except Exception as exc:
-        pytest.skip(f"no Docker engine for a SQL Server container: {type(exc).__name__}")
-    try:
-        from testcontainers.community.mssql import SqlServerContainer
-    except ImportError:
-        from testcontainers.mssql import SqlServerContainer
-
-    image = os.environ.get("UWM_MSSQL_IMAGE", "mcr.microsoft.com/mssql/server:2022-latest")
-    with SqlServerContainer(image, password=PASSWORD) as container:
-        host, port = container.get_container_host_ip(), container.get_exposed_port(1433)
-        if driver == "FreeTDS":
-            yield f"DRIVER={{FreeTDS}};SERVER={host};PORT={port};UID=sa;PWD={PASSWORD};TDS_Version=7.4;"
-        else:
-            yield (f"DRIVER={{{driver}}};SERVER={host},{port};UID=sa;PWD={PASSWORD};"
-                   "TrustServerCertificate=yes;Encrypt=no;")
+    yield from sql_server()
 
 
 def _database(base: str, name: str) -> str:
