@@ -51,6 +51,19 @@ class Runtime:
     clients: dict[str, ServerClient] = field(default_factory=dict)
     estates: dict[str, Estate] = field(default_factory=dict)
 
+    secrets: dict[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)
+    secret_ttl: float = 15.0
+
+    async def secret(self, namespace: str, name: str, key: str) -> str:
+        """A Secret's value, re-read at most every `secret_ttl` seconds (a rotated Secret is picked up)."""
+        now = asyncio.get_running_loop().time()
+        cached = self.secrets.get((namespace, name, key))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        value = await self.kube.secret_value(namespace, name, key)
+        self.secrets[(namespace, name, key)] = (now + self.secret_ttl, value)
+        return value
+
     def client(self, token: str) -> ServerClient:
         if token not in self.clients:
             self.clients[token] = ServerClient(token)
@@ -66,12 +79,12 @@ def utcnow() -> dt.datetime:
 
 
 async def estate_for(runtime: Runtime, uid: str, namespace: str, spec: UpgradePlanSpec) -> Estate:
-    """Read the plan's Secrets (each time: a rotated Secret is picked up) and keep health streaks per plan."""
-    token = await runtime.kube.secret_value(namespace, spec.agent_secret_ref.name, spec.agent_secret_ref.key)
+    """Reach the plan's estate with the credentials of its Secrets; health streaks are kept per plan."""
+    token = await runtime.secret(namespace, spec.agent_secret_ref.name, spec.agent_secret_ref.key)
     dbs = {}
     for db in spec.databases:
         ref = db.connection_secret_ref
-        dbs[db.name] = Database(db.name, await runtime.kube.secret_value(namespace, ref.name, ref.key))
+        dbs[db.name] = Database(db.name, await runtime.secret(namespace, ref.name, ref.key))
     old = runtime.estates.get(uid)
     estate = Estate(runtime.client(token), dbs, old.health if old else {})
     runtime.estates[uid] = estate
@@ -159,6 +172,7 @@ class Plan:
             return None, None if self.status.phase in TERMINAL_PHASES else self.runtime.limits.idle_seconds
         if self.status.phase in TERMINAL_PHASES:
             return Idle(self.status.phase.value), None
+        estate: Estate | None = None
         try:
             estate = await estate_for(self.runtime, self.uid, self.namespace, spec)
         except KubeError as exc:
@@ -173,7 +187,7 @@ class Plan:
         self.logger.info("decided: %s", redact(describe(action)))
         self.status = apply_decision(self.status, action, now)
         await self.write()
-        if isinstance(action, EFFECT_TYPES):
+        if isinstance(action, EFFECT_TYPES) and estate is not None:
             try:
                 result = await execute(estate, spec, action)
             except UpgradeError as exc:
