@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from . import agent_views, portal_views, status_views
+from . import agent_views, client_views, portal_views, status_views
 from .db import DatabaseError
 from .journal import FAILED, REFUSED
 from .keys import RUNTIME
@@ -91,6 +91,7 @@ def init_app(runtime: ServerRuntime) -> web.Application:
     app = web.Application(middlewares=[crashed, errors, lb_traffic, slow, auth])
     app[RUNTIME] = runtime
     app.add_routes(agent_views.routes())
+    app.add_routes(client_views.routes())
     app.add_routes(portal_views.routes())
     app.add_routes(status_views.routes(runtime.cfg.kind))
     return app

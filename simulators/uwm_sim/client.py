@@ -93,6 +93,15 @@ class AgentClient:
     async def clear_faults(self) -> Reply:
         return await self.request("DELETE", "/agent/v1/faults")
 
+    async def clients(self) -> Reply:
+        return await self.request("GET", "/agent/v1/clients")
+
+    async def clients_action(self, action: str, **fields: Any) -> Reply:
+        return await self.request("POST", "/agent/v1/clients", {"action": action, **fields})
+
+    async def service(self, online: bool, force: bool = False) -> Reply:
+        return await self.request("POST", "/agent/v1/service", {"online": online, "force": force})
+
     async def journal(self, since: int = 0, server: str | None = None) -> list[dict[str, Any]]:
         query = f"?since={since}" + (f"&server={server}" if server else "")
         reply = await self.request("GET", "/agent/v1/journal" + query)

@@ -89,6 +89,9 @@ class ServerConfig(_Model):
     replication_role: Literal["None", "Master", "Subscriber"] = "None"
     replication_group: str = Field("default", pattern=_NAME)
     replication_enabled: bool = True
+    online: bool = Field(True, description="serving clients at start (a new server waits offline to be brought in)")
+    website: str = Field("Default Web Site", min_length=1, max_length=128, description="the IIS website it is in")
+    other_apps_in_root: list[str] = Field([], description="other applications using the root of that website")
 
     @property
     def bind_port(self) -> int:
@@ -99,6 +102,36 @@ class LoadBalancerConfig(_Model):
     name: str = Field(pattern=_NAME)
     port: int = Field(0, ge=0, le=65535)
     servers: list[str] = Field(min_length=1)
+
+
+_HOST = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+
+
+class PolicyEntryConfig(_Model):
+    """One Personalization Server URL of the Environment Manager policy: a server, or a virtual host name."""
+
+    server: str | None = None
+    virtual_host: str | None = Field(None, pattern=_HOST)
+
+    @model_validator(mode="after")
+    def _one(self) -> PolicyEntryConfig:
+        if (self.server is None) == (self.virtual_host is None):
+            raise ValueError("give either server or virtualHost")
+        return self
+
+
+class ClientsConfig(_Model):
+    """Where the estate's clients point at start (docs/contracts.md section 2b); servers by name.
+
+    Left out: the Failover Server List holds every online Management Server, the Deployment Agent the first
+    of them, and the policy every online Personalization Server's own URL.
+    """
+
+    failover_servers: list[str] | None = None
+    deployment_agent: str | None = None
+    policy: list[PolicyEntryConfig] | None = None
+    virtual_hosts: dict[str, list[str]] = {}
+    dns_records: dict[str, str] = {}
 
 
 class FleetConfig(_Model):
@@ -112,6 +145,7 @@ class FleetConfig(_Model):
     databases: list[DatabaseConfig] = Field(min_length=1)
     servers: list[ServerConfig] = Field(min_length=1)
     load_balancers: list[LoadBalancerConfig] = []
+    clients: ClientsConfig = ClientsConfig()
 
     @model_validator(mode="after")
     def _check(self) -> FleetConfig:
@@ -161,7 +195,34 @@ class FleetConfig(_Model):
                 if member not in names:
                     raise ValueError(f"loadBalancers[{i}].servers: no server named {member!r}")
             _port(ports, lb.port, f"loadBalancers[{i}].port")
+        self._check_clients()
         return self
+
+    def _check_clients(self) -> None:
+        kinds = {s.name: s.kind for s in self.servers}
+
+        def need(name: str, kind: str, where: str) -> None:
+            if kinds.get(name) != kind:
+                raise ValueError(f"clients.{where}: {name!r} is not a {kind} server of the fleet")
+        c = self.clients
+        for i, name in enumerate(c.failover_servers or []):
+            need(name, "Management", f"failoverServers[{i}]")
+        if c.deployment_agent is not None:
+            need(c.deployment_agent, "Management", "deploymentAgent")
+        for name, hosts in c.virtual_hosts.items():
+            need(name, "Personalization", f"virtualHosts.{name}")
+            for host in hosts:
+                if not re.match(_HOST, host):
+                    raise ValueError(f"clients.virtualHosts.{name}: {host!r} is not a host name")
+        for host, name in c.dns_records.items():
+            if not re.match(_HOST, host):
+                raise ValueError(f"clients.dnsRecords: {host!r} is not a host name")
+            need(name, "Personalization", f"dnsRecords.{host}")
+        for i, entry in enumerate(c.policy or []):
+            if entry.server is not None:
+                need(entry.server, "Personalization", f"policy[{i}].server")
+            elif entry.virtual_host not in c.dns_records:
+                raise ValueError(f"clients.policy[{i}].virtualHost: no dnsRecords entry for {entry.virtual_host!r}")
 
     def _check_token(self) -> None:
         if self.token_env:

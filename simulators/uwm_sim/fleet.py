@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import migration, store, uwmdb
+from . import clients, migration, store, uwmdb
 from .app import init_app
 from .client import AgentClient
 from .config import ConfigError, DatabaseConfig, FleetConfig, ServerConfig, load_fleet, parse_fleet
@@ -168,9 +168,23 @@ def register(cur: Any, estate: Estate, urls: Mapping[str, str]) -> tuple[list[Se
             store.update_server(cur, s.name, started_at=now, url=urls[s.name])
     owned = store.list_servers(cur, names=sorted(urls))
     entries += [Entry(s.name, s.database, "start", OK, {"snapshot": _snapshot(s), "url": s.url}) for s in owned]
+    entries += _clients(cur, estate, now)
     append(cur, d, entries)
     faults = [store.get_faults(cur, s.name) for s in owned]
     return owned, faults
+
+
+def _clients(cur: Any, estate: Estate, now: float) -> list[Entry]:
+    """The estate's client configuration: created from the fleet file once, then only new servers added."""
+    old = clients.load(cur)
+    if old is None:
+        doc, op = clients.initial(estate.config, now), "clients-init"
+    else:
+        doc, op = clients.with_server(old, [(s.name, s.online) for s in estate.config.servers]), "clients-update"
+        if doc == old:
+            return []
+    clients.save(cur, doc, now)
+    return [Entry(None, None, op, OK, {"clients": doc.to_json()})]
 
 
 class Fleet:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .clients import journal_violations
 from .db import Database, execute_drained, rows
 from .dialect import Dialect, detect
 from .store import JOURNAL
@@ -98,7 +99,8 @@ def read_journal(odbc: str, since: int = 0, dialect: str | None = None, limit: i
 
 
 def violations(events: Sequence[Event]) -> list[str]:
-    """Replay the journal from its start and list every broken rule (empty when the estate was safe)."""
+    """Replay the journal from its start and list every broken rule (empty when the estate was safe),
+    including every moment a client pointed at no online server (`clients.journal_violations`)."""
     servers: dict[str, dict[str, Any]] = {}
     locks: dict[str, str] = {}
     found: list[str] = []
@@ -144,4 +146,4 @@ def violations(events: Sequence[Event]) -> list[str]:
             if holder and holder != s["name"]:
                 bad(e, f"migrated while {holder} held the schema lock")
             locks[s["database"]] = s["name"]
-    return found
+    return found + journal_violations(events)

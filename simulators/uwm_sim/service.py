@@ -16,7 +16,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from . import store, uwmdb
+from . import clients, store, uwmdb
+from .clients import ClientConfig
 from .config import FleetConfig, ServerConfig
 from .db import Database, DatabaseError
 from .estate import (
@@ -56,6 +57,12 @@ class Snapshot:
     group: list[ServerState]
     portal: dict[str, Any] | None
     now: float
+    clients: ClientConfig | None = None
+
+    @property
+    def online(self) -> bool:
+        """Serving clients (brought online, not taken offline); the status page answers either way."""
+        return self.clients is None or self.clients.online.get(self.me.name, True)
 
 
 @dataclass
@@ -142,7 +149,8 @@ class ServerRuntime:
             me = self.me(cur)
             group = store.list_servers(cur, group=me.repl_group) if me.replicated else []
             portal = store.get_portal(cur, me.database)
-        return Snapshot(me, self.db_state_sync(), group, portal, time.time())
+            doc = clients.load(cur)
+        return Snapshot(me, self.db_state_sync(), group, portal, time.time(), doc)
 
     async def snapshot(self) -> Snapshot:
         snap = await asyncio.to_thread(self._snapshot_sync)
@@ -193,6 +201,10 @@ class ServerRuntime:
             "rotation": {"loadBalanced": me.load_balanced, "inRotation": me.in_rotation,
                          "activeRequests": self.active_requests, "lbRequests": self.lb_requests},
             "faults": self.faults.to_json(),
+            "service": {"online": snap.online,
+                        "virtualHosts": list(snap.clients.virtual_hosts.get(me.name, ())) if snap.clients else []},
+            "website": {"name": self.cfg.website, "default": self.cfg.website == clients.DEFAULT_WEBSITE,
+                        "otherAppsInRoot": list(self.cfg.other_apps_in_root)},
         }
 
     async def state(self) -> dict[str, Any]:
@@ -224,6 +236,10 @@ class ServerRuntime:
             if not go:
                 self.journal(cur, "install", OK, noop=True, **{"from": me.version, "to": version})
                 return Outcome(200, {"accepted": False, "noop": True}), None
+            try:
+                clients.check_website(me.kind, self.cfg.website, self.cfg.other_apps_in_root)
+            except Refusal as r:
+                return self.refused(cur, "install", r, version=version), None
             fault, dumped = self.take_fault("install-fail")
             if fault is None:
                 fault, dumped = self.take_fault("install-hang")

@@ -63,6 +63,9 @@ async def service(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     snap = await rt.snapshot()
     phase = rt.phase(snap)
+    if not snap.online:
+        return web.json_response({"error": f"{rt.name} is offline (not serving clients)", "server": rt.name},
+                                 status=503)
     if phase in (Phase.RUNNING, Phase.STARTING):
         return web.json_response({"server": rt.name, "version": snap.me.version, "path": request.path})
     return web.json_response({"error": rt.reason(snap, phase), "server": rt.name}, status=503)

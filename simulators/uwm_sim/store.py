@@ -15,7 +15,7 @@ from .db import execute_drained, rows
 from .dialect import Column, Dialect
 from .estate import ServerState
 
-SERVER, PORTAL, JOURNAL = "sim_server", "sim_portal", "sim_journal"
+SERVER, PORTAL, JOURNAL, CLIENTS = "sim_server", "sim_portal", "sim_journal", "sim_clients"
 
 TABLES: dict[str, tuple[Column, ...]] = {
     SERVER: (
@@ -56,6 +56,11 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("op", "varchar(64)", nullable=False),
         Column("outcome", "varchar(16)", nullable=False),
         Column("detail", "text"),
+    ),
+    CLIENTS: (  # the estate's client configuration (uwm_sim.clients), one JSON document
+        Column("id", "int", primary_key=True),
+        Column("doc", "text", nullable=False),
+        Column("updated_at", "float", nullable=False),
     ),
 }
 
