@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     return run_operator(
         namespaces=args.namespace, all_namespaces=args.all_namespaces, selector=args.selector,
         log_format=args.log_format, verbose=args.verbose, liveness_port=args.liveness_port,
-        metrics_port=args.metrics_port, standalone=args.standalone,
+        metrics_port=args.metrics_port, standalone=args.standalone, install_timeout=args.install_timeout,
     )
 
 
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness-port", type=int, default=8080, help="serves /healthz (0 disables)")
     run.add_argument("--metrics-port", type=int, default=9090, help="serves Prometheus /metrics (0 disables)")
     run.add_argument("--standalone", action="store_true", help="no peering with other operator replicas")
+    run.add_argument("--install-timeout", type=float, default=None, metavar="SECONDS",
+                     help="fail a server's install step after this long (default 1800)")
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="test bed + simulated estate + operator + the example plan, shown live")
     demo.add_argument("--timeout", type=float, default=900.0)

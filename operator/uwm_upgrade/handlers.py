@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -28,7 +29,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.scanning.disabled = os.environ.get("UWM_UPGRADE_SCANNING", "on") == "off"
     load_config()
-    memo.runtime = reconciler.Runtime(Kube())
+    runtime = reconciler.Runtime(Kube())
+    if os.environ.get("UWM_UPGRADE_INSTALL_TIMEOUT"):
+        runtime.limits = replace(runtime.limits, install_seconds=float(os.environ["UWM_UPGRADE_INSTALL_TIMEOUT"]))
+    memo.runtime = runtime
 
 
 @kopf.on.cleanup()

@@ -8,7 +8,7 @@ import sys
 
 
 def run_operator(namespaces: list[str], all_namespaces: bool, selector: str, log_format: str, verbose: bool,
-                 liveness_port: int, metrics_port: int, standalone: bool) -> int:
+                 liveness_port: int, metrics_port: int, standalone: bool, install_timeout: float | None = None) -> int:
     from .engine import metrics
     from .engine.selector import SelectorError, parse
 
@@ -20,6 +20,11 @@ def run_operator(namespaces: list[str], all_namespaces: bool, selector: str, log
     os.environ["UWM_UPGRADE_SELECTOR"] = selector
     exact = bool(namespaces) and not any(ch in ns for ns in namespaces for ch in "*?[!")
     os.environ["UWM_UPGRADE_SCANNING"] = "off" if exact else "on"
+    if install_timeout is not None:
+        if install_timeout <= 0:
+            print("uwm-upgrade run: --install-timeout must be positive", file=sys.stderr)
+            return 2
+        os.environ["UWM_UPGRADE_INSTALL_TIMEOUT"] = str(install_timeout)
 
     import kopf
 
