@@ -108,7 +108,12 @@ def _unobserved(spec: UpgradePlanSpec, seen: Observations) -> list[str]:
     if not missing:
         return []
     why = {g.where.server or g.where.database: g.message for g in seen.gaps}
-    return [f"{name} ({why[name]})" if why.get(name) else name for name in missing]
+    named = [f"{name} ({why[name]})" if why.get(name) else name for name in missing]
+    # Gaps about no one server or database (the plan's Secrets could not be read) say why all are missing.
+    general = list(dict.fromkeys(g.message for g in seen.gaps if g.where.server is None and g.where.database is None))
+    if general:
+        named[-1] += ": " + "; ".join(general)
+    return named
 
 
 def _topology(spec: UpgradePlanSpec, seen: Observations) -> list[str]:
