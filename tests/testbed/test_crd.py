@@ -370,6 +370,12 @@ def _full_status() -> Json:
             {"name": "mgmt-db", "kind": "Management", "schemaVersion": "2021.1",
              "lastBackup": {"id": "b-1", "hop": 1, "takenAt": t, "verified": True}},
         ],
+        "cutovers": [
+            {"server": "ps-1", "replacement": "ps-1-new", "method": "VirtualHostDns", "oldUrl": "http://ps-1:7771",
+             "newUrl": "http://ps-1-new:7771", "virtualHost": "pers.example.com", "state": "OldServerOffline",
+             "newServerOnlineAt": t, "clientsMovedAt": t, "oldServerOfflineAt": t,
+             "message": "clients moved from http://ps-1:7771 to http://ps-1-new:7771 (DNS record pers.example.com)"},
+        ],
         "conditions": [
             {"type": "Progressing", "status": "True", "reason": "Upgrading", "message": "hop 1 of 2",
              "lastTransitionTime": t, "observedGeneration": 1},
@@ -492,6 +498,16 @@ def _ms(i: int) -> Json:
 SUBSCRIBERS_ONLY = [{"name": "ps-1", "url": "http://127.0.0.1:7771", "database": "pers-db",
                      "replicationRole": "Subscriber"}]
 
+NEW_PS = {"url": "http://127.0.0.1:8771", "virtualHost": "pers.example.com"}
+
+
+def _replace_all_ps(virtual_host: bool = True) -> list[Mutation]:
+    """Every Personalization Server of the example replaced (pers-db is then clean-installed)."""
+    return [put(f"spec.personalizationServers.{i}.replacement",
+                {"url": f"http://127.0.0.1:{8771 + i}", **({"virtualHost": f"p{i}.example.com"} if virtual_host
+                                                          else {})}) for i in range(3)]
+
+
 # (id, mutation of the example plan, substrings the API server's error must contain; per verb where
 # server-side apply words it differently)
 Expected = tuple[str, ...] | dict[str, tuple[str, ...]]
@@ -564,6 +580,29 @@ INVALID: list[tuple[str, Mutation, Expected]] = [
     ("paused-type", put("spec.paused", "yes"), ("spec.paused", "boolean")),
     ("approval-type", put("spec.approval", {"required": "yes"}), ("spec.approval.required", "boolean")),
     ("unknown-field", put("spec.targetVersoin", "2025.1"), ('spec.targetVersoin',)),
+    # strategy CleanInstall
+    ("replacement-without-clean-install", put("spec.personalizationServers.0.replacement", NEW_PS),
+     ("spec.strategy", "are only used with spec.strategy CleanInstall")),
+    ("clean-install-without-replacement", put("spec.strategy", "CleanInstall"),
+     ("spec.strategy: Required value", "spec.strategy CleanInstall needs the new servers")),
+    ("clean-install-rollback", both(put("spec.strategy", "CleanInstall"), put("spec.failurePolicy", "Rollback"),
+                                    *_replace_all_ps()),
+     ("spec.failurePolicy", "Rollback is not supported with spec.strategy CleanInstall")),
+    ("clean-install-virtual-host-missing", both(put("spec.strategy", "CleanInstall"),
+                                                *_replace_all_ps(virtual_host=False)),
+     ("spec.personalizationServers: Required value", "replacement.virtualHost is required")),
+    ("clean-install-half-a-database", both(put("spec.strategy", "CleanInstall"),
+                                           put("spec.personalizationServers.0.replacement", NEW_PS)),
+     ("spec.personalizationServers", "either all replaced (clean install) or all upgraded in place")),
+    ("clean-install-load-balanced", both(put("spec.strategy", "CleanInstall"),
+                                         put("spec.managementServers.0.replacement", {"url": "http://127.0.0.1:8751"}),
+                                         put("spec.managementServers.1.replacement", {"url": "http://127.0.0.1:8752"})),
+     ("spec.managementServers", "a load-balanced server cannot be replaced")),
+    ("replacement-url", both(put("spec.strategy", "CleanInstall"), *_replace_all_ps(),
+                             put("spec.personalizationServers.0.replacement.url", "ftp://x.example")),
+     ("spec.personalizationServers[0].replacement.url", "should match")),
+    ("personalization-cutover", put("spec.personalizationCutover", "Email"),
+     ("spec.personalizationCutover: Unsupported value",)),
 ]
 
 
@@ -611,6 +650,7 @@ CHANGES: list[tuple[str, Mutation]] = [
     ("maxConcurrentServers", put("spec.maxConcurrentServers", 2)),
     ("failurePolicy", put("spec.failurePolicy", "Rollback")),
     ("approval", put("spec.approval", {"required": True})),
+    ("personalizationCutover", put("spec.personalizationCutover", "Policy")),
 ]
 
 

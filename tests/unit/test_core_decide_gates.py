@@ -29,7 +29,7 @@ from uwm_upgrade.core.actions import (
 )
 from uwm_upgrade.core.decide import decide
 from uwm_upgrade.core.enums import MigrationStatus, Phase, Reason, ReplicationState, ServerPhase, StepName, StepState
-from uwm_upgrade.core.models import UpgradePlanStatus
+from uwm_upgrade.core.models import SpecError, UpgradePlanStatus
 from uwm_upgrade.core.observations import InstallObservation, ObservationGap, Observations, Where
 from uwm_upgrade.core.planning import backup_id
 from uwm_upgrade.core.status import record_backup
@@ -94,10 +94,9 @@ def test_no_path_fails_with_the_reason(servers: dict[str, dict[str, object]], wo
     assert isinstance(action, Fail) and action.reason is Reason.PLANNING_FAILED and words in action.message
 
 
-def test_clean_install_is_refused_rather_than_done_in_place() -> None:
-    spec = make_spec(strategy="CleanInstall")
-    action = decide(spec, FRESH, estate(spec), T0)
-    assert isinstance(action, Fail) and action.reason is Reason.UNSUPPORTED_STRATEGY
+def test_clean_install_without_new_servers_is_an_invalid_spec_never_done_in_place() -> None:
+    with pytest.raises(SpecError, match=r"spec\.strategy CleanInstall needs the new servers"):
+        make_spec(strategy="CleanInstall")
 
 
 def test_already_at_target_succeeds_without_touching_anything() -> None:

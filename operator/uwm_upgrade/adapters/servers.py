@@ -65,6 +65,17 @@ class RotationInfo(_Wire):
     active_requests: int = Field(0, alias="activeRequests")
 
 
+class ServiceInfo(_Wire):
+    online: bool = True
+    virtual_hosts: list[str] = Field(default_factory=list, alias="virtualHosts")
+
+
+class WebsiteInfo(_Wire):
+    name: str | None = None
+    default: bool = False
+    other_apps_in_root: list[str] = Field(default_factory=list, alias="otherAppsInRoot")
+
+
 class AgentState(_Wire):
     """The agent's `GET /agent/v1/state` answer (docs/contracts.md, section 2)."""
 
@@ -78,6 +89,41 @@ class AgentState(_Wire):
     replication: ReplicationInfo = Field(default_factory=ReplicationInfo)
     rotation: RotationInfo = Field(default_factory=RotationInfo)
     faults: list[Any] = Field(default_factory=list)
+    service: ServiceInfo = Field(default_factory=ServiceInfo)
+    website: WebsiteInfo = Field(default_factory=WebsiteInfo)
+
+
+class ServerRef(_Wire):
+    server: str | None = None
+    url: str | None = None
+    online: bool = False
+
+
+class AgentRef(_Wire):
+    server: str | None = None
+    url: str | None = None
+
+
+class PolicyInfo(_Wire):
+    urls: list[str | None] = Field(default_factory=list)
+
+
+class ClientServerInfo(_Wire):
+    kind: str | None = None
+    url: str | None = None
+    online: bool = False
+    virtual_hosts: list[str] = Field(default_factory=list, alias="virtualHosts")
+
+
+class ClientsInfo(_Wire):
+    """The estate's client configuration (`GET /agent/v1/clients`, docs/contracts.md section 2b)."""
+
+    failover_servers: list[ServerRef] = Field(default_factory=list, alias="failoverServers")
+    deployment_agent: AgentRef | None = Field(None, alias="deploymentAgent")
+    policy: PolicyInfo = Field(default_factory=PolicyInfo)
+    dns_records: dict[str, ServerRef] = Field(default_factory=dict, alias="dnsRecords")
+    servers: dict[str, ClientServerInfo] = Field(default_factory=dict)
+    cut_off: list[str] = Field(default_factory=list, alias="cutOff")
 
 
 class PortalUpdate(_Wire):
@@ -170,6 +216,20 @@ class ServerClient:
 
     async def set_rotation(self, server: str, base_url: str, in_rotation: bool) -> None:
         await self._call(server, "POST", _join(base_url, "/agent/v1/rotation"), {"inRotation": in_rotation})
+
+    async def clients(self, server: str, base_url: str) -> ClientsInfo:
+        _, data = await self._call(server, "GET", _join(base_url, "/agent/v1/clients"))
+        try:
+            return ClientsInfo.model_validate(data)
+        except ValidationError as exc:
+            raise ServerError(server, f"unexpected clients answer: {exc.errors()[0]['msg']}", transient=True) from None
+
+    async def change_clients(self, server: str, base_url: str, action: str, **fields: Any) -> None:
+        """One change of the estate's client configuration (`POST /agent/v1/clients`)."""
+        await self._call(server, "POST", _join(base_url, "/agent/v1/clients"), {"action": action, **fields})
+
+    async def set_online(self, server: str, base_url: str, online: bool) -> None:
+        await self._call(server, "POST", _join(base_url, "/agent/v1/service"), {"online": online})
 
     async def portal_status(self, server: str, base_url: str) -> PortalStatus:
         _, data = await self._call(server, "GET", _join(base_url, "/ServerConfigurationPortal/DatabaseUpdates"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from .client_actions import CLIENT_EFFECT_TYPES, ClientEffect
 from .enums import Reason, ReplicationState
 from .models import StepKey, StepStatus
 from .observations import BackupObservation, Where
@@ -221,13 +222,13 @@ class RestoreReplication:
 
 
 Effect = (DisableReplication | TakeOutOfRotation | BackupDatabase | InstallServer | UpgradeSchema | RestoreBackup
-          | BringIntoRotation | RestoreReplication)
+          | BringIntoRotation | RestoreReplication | ClientEffect)
 Record = (ComputePlan | AwaitApproval | Block | Pause | RecordBaseline | AdvanceHop | CompleteStep | RecordBackup
           | Wait | Succeed | Fail | BeginRollback | FinishRollback | Idle)
 Action = Effect | Record
 
 EFFECT_TYPES = (DisableReplication, TakeOutOfRotation, BackupDatabase, InstallServer, UpgradeSchema,
-                RestoreBackup, BringIntoRotation, RestoreReplication)
+                RestoreBackup, BringIntoRotation, RestoreReplication, *CLIENT_EFFECT_TYPES)
 
 
 def steps_of(action: Action) -> tuple[StepKey, ...]:

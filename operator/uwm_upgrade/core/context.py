@@ -129,11 +129,17 @@ def describe_estate(spec: UpgradePlanSpec, seen: Observations) -> str:
             parts.append(f"{server.name} unobserved")
             continue
         bits = [obs.version, str(obs.phase)]
+        if not obs.online:
+            bits.append("offline")
         if server.load_balanced:
             bits.append("in rotation" if obs.in_rotation else "out of rotation")
         if server.role is not ReplicationRole.NONE:
             bits.append(f"{server.role.lower()} replication {'on' if obs.replication_enabled else 'off'}")
         parts.append(f"{server.name} {' '.join(bits)}")
+    for r in spec.replacements():  # strategy CleanInstall: the new servers, and where clients point
+        obs = seen.servers.get(r.new.name)
+        state = f"{obs.version} {obs.phase} {'online' if obs.online else 'offline'}" if obs else "unobserved"
+        parts.append(f"{r.new.name} (new, replacing {r.old.name}) {state}")
     for db in spec.databases:
         dbo = seen.databases.get(db.name)
         if dbo is None:
@@ -141,6 +147,8 @@ def describe_estate(spec: UpgradePlanSpec, seen: Observations) -> str:
         else:
             lock = f", locked by {dbo.lock_holder}" if dbo.lock_holder else ""
             parts.append(f"{db.name} schema {dbo.schema_version}{lock}")
+    if spec.replacements() and seen.clients is not None:
+        parts.append(seen.clients.describe())
     return "Estate: " + "; ".join(parts)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from . import clean_install
 from .actions import (
     Action,
     AdvanceHop,
@@ -45,6 +46,7 @@ from .actions import (
 )
 from .context import DEFAULT_LIMITS, Context, Limits, describe_estate, hop_of
 from .enums import (
+    CLEAN_INSTALL_STEPS,
     DONE_STATES,
     TERMINAL_PHASES,
     MigrationStatus,
@@ -142,16 +144,15 @@ def _busy(seen: Observations, locked_out: bool = True) -> str | None:
 
 def _preflight(spec: UpgradePlanSpec, seen: Observations, limits: Limits) -> Action:
     where = Where(0, StepName.PREFLIGHT)
-    if spec.strategy is Strategy.CLEAN_INSTALL:
-        return Fail(Reason.UNSUPPORTED_STRATEGY, where, "spec.strategy CleanInstall needs the new servers' URLs and"
-                    " the client re-configuration (Failover Server List, Deployment Agent, policy or Virtual Hosts)"
-                    " that the UpgradePlan cannot describe yet; use InPlace")
     missing = _unobserved(spec, seen)
     if missing:
         return Wait(Reason.OBSERVATION_UNAVAILABLE, limits.poll_seconds, "cannot observe " + ", ".join(missing))
     problems = _topology(spec, seen)
     if problems:
         return Fail(Reason.TOPOLOGY_MISMATCH, where, "; ".join(problems))
+    forbidden = clean_install.in_place_forbidden(spec, seen)
+    if forbidden:
+        return Fail(Reason.IN_PLACE_FORBIDDEN, where, forbidden)
     failed = [f"{n} ({o.install.error or 'Failed'})" for n, o in sorted(seen.servers.items())
               if o.phase is ServerPhase.FAILED]
     if failed:
@@ -167,10 +168,16 @@ def _preflight(spec: UpgradePlanSpec, seen: Observations, limits: Limits) -> Act
         path = plan_path(catalog, versions, spec.target_version, spec.max_major_versions_per_step)
     except PlanningError as exc:
         return Fail(exc.reason, Where(0, StepName.PLAN), exc.message)
+    steps = plan_steps(spec, path)
+    if spec.strategy is Strategy.CLEAN_INSTALL:
+        refused = clean_install.preflight(spec, seen, path, catalog, limits)
+        if refused is not None:
+            return refused
+        steps = clean_install.plan_steps(spec, path)
     current = lowest_version(catalog, [o.version for o in seen.servers.values()])
     route = " -> ".join([path[0].from_version, *(h.to_version for h in path)]) if path else ""
     message = f"path {route} ({len(path)} hop(s))" if path else f"already at {spec.target_version}"
-    return ComputePlan(path, plan_hash(spec, path), plan_steps(spec, path), spec.target_version, current, message)
+    return ComputePlan(path, plan_hash(spec, path), steps, spec.target_version, current, message)
 
 
 def _before_start(spec: UpgradePlanSpec, status: UpgradePlanStatus, seen: Observations, approval: str | None,
@@ -274,6 +281,8 @@ def _group(ctx: Context, section: tuple[StepStatus, ...]) -> Action:
 
 
 def _dispatch(ctx: Context, step: StepStatus) -> Action:
+    if step.name in CLEAN_INSTALL_STEPS:
+        return clean_install.dispatch(ctx, step)
     match step.name:
         case StepName.DISABLE_REPLICATION | StepName.ROLLBACK_DISABLE_REPLICATION:
             return replication_off(ctx, step)
@@ -306,7 +315,9 @@ def _hop_done(ctx: Context) -> Action:
         following = hop_of(ctx.status, ctx.hop.number + 1)
         return AdvanceHop(following.number, following.from_version, following.to_version)
     target = ctx.spec.target_version
-    behind = [f"server {n} at {o.version}" for n, o in sorted(ctx.seen.servers.items()) if o.version != target]
+    gone = {r.old.name for r in ctx.spec.replacements() if not ctx.server(r.old.name).online}  # replaced, offline
+    behind = [f"server {n} at {o.version}" for n, o in sorted(ctx.seen.servers.items())
+              if o.version != target and n not in gone]
     behind += [f"database {n} at {d.schema_version}" for n, d in sorted(ctx.seen.databases.items())
                if d.schema_version != target]
     if behind:

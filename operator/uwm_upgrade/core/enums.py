@@ -62,7 +62,23 @@ class StepName(StrEnum):
     ROLLBACK_BRING_INTO_ROTATION = "RollbackBringIntoRotation"
     ROLLBACK_RESTORE_REPLICATION = "RollbackRestoreReplication"
     ROLLBACK_VERIFY_REPLICATION = "RollbackVerifyReplication"
+    # strategy CleanInstall only (core/clean_install.py): new servers at new URLs, clients moved to them
+    ADD_FAILOVER_SERVER = "AddFailoverServer"
+    ADD_VIRTUAL_HOST = "AddVirtualHost"
+    INSTALL_REPLACEMENT = "InstallReplacement"
+    BRING_ONLINE = "BringOnline"
+    REDEPLOY_DEPLOYMENT_AGENT = "RedeployDeploymentAgent"
+    DEPLOY_POLICY = "DeployPolicy"
+    SWITCH_DNS_RECORD = "SwitchDnsRecord"
+    REMOVE_FAILOVER_SERVER = "RemoveFailoverServer"
+    TAKE_OFFLINE = "TakeOffline"
 
+
+CLEAN_INSTALL_STEPS = frozenset({
+    StepName.ADD_FAILOVER_SERVER, StepName.ADD_VIRTUAL_HOST, StepName.INSTALL_REPLACEMENT, StepName.BRING_ONLINE,
+    StepName.REDEPLOY_DEPLOYMENT_AGENT, StepName.DEPLOY_POLICY, StepName.SWITCH_DNS_RECORD,
+    StepName.REMOVE_FAILOVER_SERVER, StepName.TAKE_OFFLINE,
+})
 
 ROLLBACK_STEPS = frozenset({
     StepName.ROLLBACK_DISABLE_REPLICATION, StepName.ROLLBACK_TAKE_OUT_OF_ROTATION, StepName.RESTORE_BACKUP,
@@ -139,11 +155,34 @@ class Reason(StrEnum):
     TIMEOUT = "Timeout"
     REPLICATION_DISABLED_FOR_UPGRADE = "ReplicationDisabledForUpgrade"
     REPLICATION_AS_BEFORE = "ReplicationAsBefore"
+    IN_PLACE_FORBIDDEN = "InPlaceUpgradeForbidden"
+    CLIENTS_WOULD_BE_CUT_OFF = "ClientsWouldBeCutOff"
+    AWAITING_CLIENTS = "AwaitingClients"
 
 
 class Strategy(StrEnum):
     IN_PLACE = "InPlace"
     CLEAN_INSTALL = "CleanInstall"
+
+
+class PersonalizationCutover(StrEnum):
+    """How Environment Manager clients reach a new Personalization Server (strategy CleanInstall)."""
+
+    VIRTUAL_HOST_DNS = "VirtualHostDns"  # the guide's recommendation for staged upgrades
+    POLICY = "Policy"
+
+
+class CutoverMethod(StrEnum):
+    FAILOVER_LIST_AND_AGENT = "FailoverListAndAgent"  # Management Servers
+    POLICY = "Policy"
+    VIRTUAL_HOST_DNS = "VirtualHostDns"
+
+
+class CutoverState(StrEnum):
+    PENDING = "Pending"
+    NEW_SERVER_ONLINE = "NewServerOnline"
+    CLIENTS_MOVED = "ClientsMoved"
+    OLD_SERVER_OFFLINE = "OldServerOffline"
 
 
 class FailurePolicy(StrEnum):

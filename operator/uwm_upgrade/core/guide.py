@@ -151,6 +151,10 @@ def _replication_back(spec: UpgradePlanSpec, seen: Observations) -> list[Violati
 
 def violations(spec: UpgradePlanSpec, seen: Observations, action: Action) -> tuple[Violation, ...]:
     """Every guide rule `action` would break in the estate as observed (empty: it is allowed)."""
+    from .client_actions import CLIENT_EFFECT_TYPES  # strategy CleanInstall (client_rules imports this module)
+    if isinstance(action, CLIENT_EFFECT_TYPES):
+        from .client_rules import client_violations
+        return tuple(client_violations(spec, seen, action))
     match action:
         case InstallServer():
             return tuple(_install(spec, seen, action))

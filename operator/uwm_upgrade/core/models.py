@@ -21,8 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from .enums import (
     ConditionStatus,
     ConditionType,
+    CutoverMethod,
+    CutoverState,
     FailurePolicy,
     Health,
+    PersonalizationCutover,
     Phase,
     ReplicationRole,
     ReplicationState,
@@ -37,6 +40,7 @@ SECRET_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 RELEASE = r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$"
 URL = r"^https?://\S+$"
+HOST = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 
 Release = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=RELEASE)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL)]
@@ -68,15 +72,30 @@ class DatabaseSpec(_Spec):
     connection_secret_ref: SecretKeyRef = Field(alias="connectionSecretRef")
 
 
+class ReplacementSpec(_Spec):
+    """strategy CleanInstall: the new server that replaces this one (a clean install at a new URL)."""
+
+    url: str = Field(min_length=8, max_length=2048, pattern=URL)
+    name: Label | None = None  # its name in the plan's status; default `<name>-new`
+
+
+class PersonalizationReplacementSpec(ReplacementSpec):
+    # The virtual host name (DNS record) Environment Manager clients use to reach this server today;
+    # needed for spec.personalizationCutover VirtualHostDns.
+    virtual_host: str | None = Field(None, min_length=1, max_length=253, pattern=HOST, alias="virtualHost")
+
+
 class ManagementServerSpec(_Spec):
     name: Label
     url: str = Field(min_length=8, max_length=2048, pattern=URL)
     database: str = Field(min_length=1, max_length=63)
     load_balanced: bool = Field(False, alias="loadBalanced")
+    replacement: ReplacementSpec | None = None
 
 
 class PersonalizationServerSpec(ManagementServerSpec):
     replication_role: ReplicationRole = Field(ReplicationRole.NONE, alias="replicationRole")
+    replacement: PersonalizationReplacementSpec | None = None
 
 
 class BackupSpec(_Spec):
@@ -111,6 +130,17 @@ class Server:
     role: ReplicationRole
 
 
+@dataclass(frozen=True)
+class Replacement:
+    """strategy CleanInstall: a server (`old`) and the new server that replaces it (`new`, same kind and
+    database, at a new URL), and how its clients are moved to it."""
+
+    old: Server
+    new: Server
+    method: CutoverMethod
+    virtual_host: str | None = None
+
+
 class UpgradePlanSpec(_Spec):
     target_version: Release = Field(alias="targetVersion")
     releases: Annotated[tuple[Release, ...], Field(min_length=1, max_length=50)] | None = None
@@ -127,10 +157,12 @@ class UpgradePlanSpec(_Spec):
     failure_policy: FailurePolicy = Field(FailurePolicy.HALT, alias="failurePolicy")
     paused: bool = False
     approval: ApprovalSpec = ApprovalSpec()
+    personalization_cutover: PersonalizationCutover = Field(PersonalizationCutover.VIRTUAL_HOST_DNS,
+                                                            alias="personalizationCutover")
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> UpgradePlanSpec:
-        problems = _cross_field_problems(self)
+        problems = _cross_field_problems(self) + _clean_install_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -144,10 +176,31 @@ class UpgradePlanSpec(_Spec):
         return tuple(found)
 
     def server(self, name: str) -> Server:
-        for candidate in self.servers():
+        """A server of either list, or a replacement (strategy CleanInstall), by name."""
+        for candidate in (*self.servers(), *self.replacement_servers()):
             if candidate.name == name:
                 return candidate
         raise KeyError(name)
+
+    def replacements(self) -> tuple[Replacement, ...]:
+        """strategy CleanInstall: every server with a replacement, in the order of `servers()`."""
+        found = []
+        entries: tuple[ManagementServerSpec, ...] = (*self.management_servers, *self.personalization_servers)
+        for entry, server in zip(entries, self.servers(), strict=True):
+            if entry.replacement is None:
+                continue
+            new = Server(entry.replacement.name or f"{server.name[:59]}-new", server.kind, entry.replacement.url,
+                         server.database, False, server.role)
+            if server.kind is ServerKind.MANAGEMENT:
+                found.append(Replacement(server, new, CutoverMethod.FAILOVER_LIST_AND_AGENT))
+            else:
+                vhost = getattr(entry.replacement, "virtual_host", None)
+                method = CutoverMethod(self.personalization_cutover.value)
+                found.append(Replacement(server, new, method, vhost))
+        return tuple(found)
+
+    def replacement_servers(self) -> tuple[Server, ...]:
+        return tuple(r.new for r in self.replacements())
 
     def servers_of(self, database: str) -> tuple[Server, ...]:
         return tuple(s for s in self.servers() if s.database == database)
@@ -192,6 +245,51 @@ def _cross_field_problems(spec: UpgradePlanSpec) -> list[str]:
         if db.name not in used:
             problems.append(f"spec.databases[{i}] ({db.name}) is used by no server, so no server could"
                             " upgrade its schema")
+    return problems
+
+
+def _clean_install_problems(spec: UpgradePlanSpec) -> list[str]:
+    """strategy CleanInstall: replacements only with it and at least one; the choice is per database (its
+    servers are all replaced, or all upgraded in place); names and URLs unambiguous; what it supports."""
+    problems: list[str] = []
+    entries: list[tuple[str, ManagementServerSpec]] = [
+        *((f"spec.managementServers[{i}]", s) for i, s in enumerate(spec.management_servers)),
+        *((f"spec.personalizationServers[{i}]", s) for i, s in enumerate(spec.personalization_servers))]
+    replaced = [(where, s) for where, s in entries if s.replacement is not None]
+    if spec.strategy is not Strategy.CLEAN_INSTALL:
+        problems += [f"{where}.replacement is only used with spec.strategy CleanInstall" for where, _ in replaced]
+        return problems
+    if not replaced:
+        problems.append("spec.strategy CleanInstall needs the new servers: at least one"
+                        " spec.managementServers[].replacement or spec.personalizationServers[].replacement")
+    if spec.failure_policy is FailurePolicy.ROLLBACK:
+        problems.append("spec.failurePolicy Rollback is not supported with spec.strategy CleanInstall: use Halt"
+                        " (the old servers keep serving until the clients have moved; a failure leaves both old and"
+                        " new servers as they are, described in the status)")
+    for db in spec.databases:
+        users = [(where, s) for where, s in entries if s.database == db.name]
+        if len({s.replacement is None for _, s in users}) > 1:
+            problems.append(f"the servers of spec.databases {db.name} are either all replaced (clean install) or"
+                            f" all upgraded in place: {', '.join(s.name for _, s in users if s.replacement)} have a"
+                            f" replacement, {', '.join(s.name for _, s in users if not s.replacement)} do not")
+    names = {s.name for _, s in entries}
+    urls = {s.url.rstrip("/") for _, s in entries}
+    for where, s in replaced:
+        assert s.replacement is not None
+        new_name = s.replacement.name or f"{s.name[:59]}-new"
+        if new_name in names:
+            problems.append(f"{where}.replacement.name {new_name} is not unique across servers and replacements")
+        names.add(new_name)
+        if s.replacement.url.rstrip("/") in urls:
+            problems.append(f"{where}.replacement.url {s.replacement.url} is already the URL of another server")
+        urls.add(s.replacement.url.rstrip("/"))
+        if s.load_balanced:
+            problems.append(f"{where}: a load-balanced server cannot be replaced (its pool would need the new"
+                            " server); upgrade its database's servers in place")
+        if isinstance(s.replacement, PersonalizationReplacementSpec) and s.replacement.virtual_host is None \
+                and spec.personalization_cutover is PersonalizationCutover.VIRTUAL_HOST_DNS:
+            problems.append(f"{where}.replacement.virtualHost is required with spec.personalizationCutover"
+                            " VirtualHostDns (the host name clients use, whose DNS record is switched)")
     return problems
 
 
@@ -283,6 +381,22 @@ class DatabaseStatus(_Status):
     last_backup: BackupRecord | None = Field(None, alias="lastBackup")
 
 
+class CutoverStatus(_Status):
+    """strategy CleanInstall: one server's cut-over to its replacement, as observed."""
+
+    server: str
+    replacement: str
+    method: CutoverMethod
+    old_url: str = Field(alias="oldUrl")
+    new_url: str = Field(alias="newUrl")
+    virtual_host: str | None = Field(None, alias="virtualHost")
+    state: CutoverState = CutoverState.PENDING
+    new_server_online_at: datetime | None = Field(None, alias="newServerOnlineAt")
+    clients_moved_at: datetime | None = Field(None, alias="clientsMovedAt")
+    old_server_offline_at: datetime | None = Field(None, alias="oldServerOfflineAt")
+    message: str | None = None
+
+
 class Condition(_Status):
     type: ConditionType
     status: ConditionStatus
@@ -305,6 +419,7 @@ class UpgradePlanStatus(_Status):
     steps: tuple[StepStatus, ...] = ()
     servers: tuple[ServerStatus, ...] = ()
     databases: tuple[DatabaseStatus, ...] = ()
+    cutovers: tuple[CutoverStatus, ...] | None = None  # strategy CleanInstall only
     conditions: tuple[Condition, ...] = ()
     started_at: datetime | None = Field(None, alias="startedAt")
     completed_at: datetime | None = Field(None, alias="completedAt")

@@ -105,6 +105,13 @@ class ServerObservation:
     load_balanced: bool = False
     in_rotation: bool = False
     active_requests: int = 0
+    # Serving clients (brought online, not taken offline): strategy CleanInstall turns it on and off.
+    online: bool = True
+    virtual_hosts: tuple[str, ...] = ()
+    # The website it is installed in: the guide forbids upgrading a Personalization Server in place in
+    # the root of the default website when other applications use that root.
+    default_website: bool = False
+    other_apps_in_root: tuple[str, ...] = ()
 
     @property
     def busy(self) -> bool:
@@ -167,6 +174,33 @@ class HealthStreak:
         return HealthStreak(self.consecutive + 1 if same else 1, now, version)
 
 
+def norm_url(url: str) -> str:
+    """A URL as compared: scheme and host lower case, no trailing slash."""
+    scheme, _, rest = url.strip().partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{(slash + path).rstrip('/')}"
+
+
+@dataclass(frozen=True)
+class ClientsObservation:
+    """Where the estate's clients point (the agents' `GET /agent/v1/clients`), every server by its URL."""
+
+    failover: tuple[str, ...] = ()                           # the Failover Server List
+    agent: str | None = None                                 # the URL the Deployment Agent was deployed with
+    policy: tuple[str, ...] = ()                             # the Environment Manager policy's PS URLs
+    dns: Mapping[str, str] = field(default_factory=dict)     # host name -> server URL
+    virtual_hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # server URL -> host names
+    online: Mapping[str, bool] = field(default_factory=dict)  # server URL -> serving clients
+    cut_off: tuple[str, ...] = ()                            # clients the estate reports reaching no server
+
+    def describe(self) -> str:
+        dns = ", ".join(f"{h} -> {u}" for h, u in sorted(self.dns.items()))
+        text = (f"clients: Deployment Agent {self.agent or 'none'}, Failover Server List"
+                f" [{', '.join(self.failover)}], policy [{', '.join(self.policy)}]")
+        text += f", DNS {dns}" if dns else ""
+        return text + (f"; CUT OFF: {'; '.join(self.cut_off)}" if self.cut_off else "")
+
+
 @dataclass(frozen=True)
 class ObservationGap:
     """Something that could not be observed this time, and why (secret-free)."""
@@ -186,10 +220,12 @@ class Observations:
     # Other UpgradePlans that hold a server or database of this plan (running, paused or rolling back,
     # or created earlier and still pending): this plan must not start while any does.
     competing_plans: tuple[str, ...] = ()
+    # strategy CleanInstall: the estate's client configuration (None: not observed)
+    clients: ClientsObservation | None = None
 
     @classmethod
     def of(cls, servers: tuple[ServerObservation, ...] = (), databases: tuple[DatabaseObservation, ...] = (),
            health: Mapping[str, HealthObservation] | None = None, gaps: tuple[ObservationGap, ...] = (),
-           competing_plans: tuple[str, ...] = ()) -> Observations:
+           competing_plans: tuple[str, ...] = (), clients: ClientsObservation | None = None) -> Observations:
         return cls({s.name: s for s in servers}, {d.name: d for d in databases}, dict(health or {}), gaps,
-                   competing_plans)
+                   competing_plans, clients)

@@ -168,6 +168,9 @@ def plan_hash(spec: UpgradePlanSpec, path: Sequence[Hop]) -> str:
         "backup": spec.backup.enabled,
         "failurePolicy": spec.failure_policy,
     }
+    if spec.replacements():  # strategy CleanInstall: the new servers and how clients move (absent otherwise)
+        document["replacements"] = [[r.old.name, r.new.name, r.new.url, r.method, r.virtual_host]
+                                    for r in spec.replacements()]
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from .cutover import cutovers
 from .enums import (
     DONE_STATES,
     ROLLBACK_STEPS,
@@ -248,7 +249,7 @@ def record_observations(status: UpgradePlanStatus, spec: UpgradePlanSpec, seen: 
                         now: datetime) -> UpgradePlanStatus:
     """Refresh `servers[]`, `databases[]`, `currentVersion` and the ReplicationDisabled condition."""
     new = status
-    for server in spec.servers():
+    for server in (*spec.servers(), *spec.replacement_servers()):
         obs = seen.servers.get(server.name)
         if obs is None:
             new = record_server(new, server.name, kind=server.kind, health=Health.UNKNOWN)
@@ -262,17 +263,20 @@ def record_observations(status: UpgradePlanStatus, spec: UpgradePlanSpec, seen: 
             health = Health.HEALTHY if page.ok else Health.UNHEALTHY
         replication = ReplicationState.NONE if server.role is ReplicationRole.NONE else (
             ReplicationState.ENABLED if obs.replication_enabled else ReplicationState.DISABLED)
-        online = obs.in_rotation if server.load_balanced else obs.phase is ServerPhase.RUNNING
+        online = obs.in_rotation if server.load_balanced else obs.phase is ServerPhase.RUNNING and obs.online
         new = record_server(new, server.name, kind=server.kind, version=obs.version, online=online,
                             replication=replication, health=health)
     for db in spec.databases:
         dbo = seen.databases.get(db.name)
         new = record_database(new, db.name, kind=db.kind, **({"schema_version": dbo.schema_version} if dbo else {}))
-    versions = [o.version for o in seen.servers.values()]
+    versions = [o.version for o in seen.servers.values() if o.online]  # not new servers before they serve
     if versions and spec.releases:
         current = lowest_version(spec.releases, versions)
         if current != new.current_version:
             new = new.model_copy(update={"current_version": current})
+    moves = cutovers(new.cutovers, spec, seen, now)
+    if moves != new.cutovers:
+        new = new.model_copy(update={"cutovers": moves})
     disabled = [s.name for s in new.servers
                 if s.replication_before is ReplicationState.ENABLED and s.replication is ReplicationState.DISABLED]
     if disabled:

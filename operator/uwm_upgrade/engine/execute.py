@@ -21,6 +21,16 @@ from ..core.actions import (
     TakeOutOfRotation,
     UpgradeSchema,
 )
+from ..core.client_actions import (
+    AddFailoverServer,
+    AddVirtualHost,
+    BringOnline,
+    DeployPolicy,
+    RedeployDeploymentAgent,
+    RemoveFailoverServer,
+    SwitchDnsRecord,
+    TakeOffline,
+)
 from ..core.models import UpgradePlanSpec
 from ..core.observations import BackupObservation, PermanentError, TransientError, UpgradeError, Where
 from .observe import Estate
@@ -60,6 +70,20 @@ async def execute(estate: Estate, spec: UpgradePlanSpec, action: Effect) -> Back
                 return BackupObservation(info.id, info.verified, info.taken_at, info.schema_version)
             case RestoreBackup(database=database, backup_id=bid):
                 await estate.databases[database].restore(bid)
+            case BringOnline(agent=name, agent_url=url) | TakeOffline(agent=name, agent_url=url):
+                await client.set_online(name, url, isinstance(action, BringOnline))
+            case AddFailoverServer(agent=name, agent_url=via, url=url):
+                await client.change_clients(name, via, "add-failover-server", url=url)
+            case RemoveFailoverServer(agent=name, agent_url=via, url=url):
+                await client.change_clients(name, via, "remove-failover-server", url=url)
+            case AddVirtualHost(agent=name, agent_url=url, host=host):
+                await client.change_clients(name, url, "add-virtual-host", url=url, host=host)
+            case RedeployDeploymentAgent(agent=name, agent_url=via, url=url):
+                await client.change_clients(name, via, "redeploy-deployment-agent", url=url)
+            case DeployPolicy(agent=name, agent_url=via, urls=urls):
+                await client.change_clients(name, via, "deploy-policy", urls=list(urls))
+            case SwitchDnsRecord(agent=name, agent_url=via, host=host, url=url):
+                await client.change_clients(name, via, "switch-dns-record", host=host, url=url)
     except (ServerError, DatabaseError) as exc:
         raise _translate(exc, where) from None
     return None

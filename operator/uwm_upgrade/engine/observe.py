@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..adapters.database import Database, DatabaseError
-from ..adapters.servers import AgentState, PortalStatus, ServerClient, ServerError
+from ..adapters.servers import AgentState, ClientsInfo, PortalStatus, ServerClient, ServerError
 from ..core.enums import MigrationStatus, ReplicationRole, ServerKind, ServerPhase
 from ..core.models import Server, UpgradePlanSpec, UpgradePlanStatus
 from ..core.observations import (
     BackupObservation,
+    ClientsObservation,
     DatabaseObservation,
     HealthObservation,
     HealthStreak,
@@ -28,6 +29,7 @@ from ..core.observations import (
     Observations,
     ServerObservation,
     Where,
+    norm_url,
 )
 from ..core.planning import backup_id, first_servers
 from . import metrics
@@ -61,7 +63,34 @@ def server_observation(server: Server, state: AgentState) -> ServerObservation:
         replication_role=ReplicationRole(state.replication.role), replication_enabled=state.replication.enabled,
         caught_up=state.replication.caught_up, load_balanced=state.rotation.load_balanced,
         in_rotation=state.rotation.in_rotation, active_requests=state.rotation.active_requests,
+        online=state.service.online, virtual_hosts=tuple(state.service.virtual_hosts),
+        default_website=state.website.default, other_apps_in_root=tuple(state.website.other_apps_in_root),
     )
+
+
+def clients_observation(info: ClientsInfo) -> ClientsObservation:
+    """The estate's client configuration by URL (as the operator's spec names servers)."""
+    agent = info.deployment_agent
+    return ClientsObservation(
+        failover=tuple(r.url for r in info.failover_servers if r.url),
+        agent=agent.url if agent is not None else None,
+        policy=tuple(u for u in info.policy.urls if u),
+        dns={host: ref.url for host, ref in info.dns_records.items() if ref.url},
+        virtual_hosts={norm_url(s.url): tuple(s.virtual_hosts) for s in info.servers.values() if s.url},
+        online={norm_url(s.url): s.online for s in info.servers.values() if s.url},
+        cut_off=tuple(info.cut_off),
+    )
+
+
+async def _clients(estate: Estate, servers: tuple[Server, ...]) -> ClientsObservation | ObservationGap:
+    """Any server's agent answers for the whole estate: the first that does."""
+    last = "no server to ask"
+    for server in servers:
+        try:
+            return clients_observation(await estate.servers.clients(server.name, server.url))
+        except ServerError as exc:
+            last = str(exc)
+    return ObservationGap(Where(), f"the estate's client configuration: {last}")
 
 
 def _migration(portal: PortalStatus | None) -> MigrationStatus:
@@ -132,20 +161,26 @@ async def _health(estate: Estate, server: Server, now: datetime, period: float) 
     return memo.last
 
 
+async def _no_clients() -> None:
+    return None
+
+
 async def observe(estate: Estate, spec: UpgradePlanSpec, status: UpgradePlanStatus, now: datetime,
                   competing: tuple[str, ...] = ()) -> Observations:
-    servers = spec.servers()
+    servers = (*spec.servers(), *spec.replacement_servers())  # the new servers of strategy CleanInstall too
     period = float(spec.health_check.period_seconds)
     results = await asyncio.gather(
         asyncio.gather(*(_server(estate, s) for s in servers)),
         asyncio.gather(*(_database(estate, spec, status, d.name) for d in spec.databases)),
         asyncio.gather(*(_health(estate, s, now, period) for s in servers)),
+        _clients(estate, servers) if spec.replacements() else _no_clients(),
     )
-    server_results, db_results, health_results = results
-    gaps = tuple(r for r in (*server_results, *db_results) if isinstance(r, ObservationGap))
+    server_results, db_results, health_results, client_result = results
+    clients = client_result if isinstance(client_result, ClientsObservation) else None
+    gaps = tuple(r for r in (*server_results, *db_results, client_result) if isinstance(r, ObservationGap))
     return Observations.of(
         servers=tuple(r for r in server_results if isinstance(r, ServerObservation)),
         databases=tuple(r for r in db_results if isinstance(r, DatabaseObservation)),
         health={s.name: h for s, h in zip(servers, health_results, strict=True)},
-        gaps=gaps, competing_plans=competing,
+        gaps=gaps, competing_plans=competing, clients=clients,
     )
