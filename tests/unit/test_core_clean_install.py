@@ -250,14 +250,21 @@ def test_the_plan_moves_clients_only_once_the_new_servers_serve_and_removes_old_
         ("BackupDatabase", "mgmt-db", "Pending"), ("InstallReplacement", "ms-1-new", "Pending"),
         ("UpgradeSchema", "ms-1-new", "Pending"), ("VerifySchema", "mgmt-db", "Pending"),
         ("HealthCheck", "ms-1-new", "Pending"), ("BringOnline", "ms-1-new", "Pending"),
+        ("RedeployDeploymentAgent", "mgmt-db", "Pending"), ("RemoveFailoverServer", "ms-1", "Pending"),
+        ("TakeOffline", "ms-1", "Pending"),
         ("BackupDatabase", "pers-db", "Pending"), ("InstallReplacement", "ps-1-new", "Pending"),
         ("UpgradeSchema", "ps-1-new", "Pending"), ("VerifySchema", "pers-db", "Pending"),
         ("HealthCheck", "ps-1-new", "Pending"), ("BringOnline", "ps-1-new", "Pending"),
-        ("RedeployDeploymentAgent", None, "Pending"), ("DeployPolicy", None, "Skipped"),
-        ("SwitchDnsRecord", "ps-1-new", "Pending"), ("RemoveFailoverServer", "ms-1", "Pending"),
-        ("TakeOffline", "ms-1", "Pending"), ("TakeOffline", "ps-1", "Pending"),
+        ("SwitchDnsRecord", "ps-1-new", "Pending"), ("TakeOffline", "ps-1", "Pending"),
         ("BringIntoRotation", None, "Skipped"), ("RestoreReplication", None, "Skipped"),
         ("VerifyReplication", None, "Skipped")]
+    policy = spec_of(personalizationCutover="Policy")
+    by_policy = decide(policy, UpgradePlanStatus(), Estate.of(policy, policy=(PS1,)).observe(), T0)
+    assert isinstance(by_policy, ComputePlan)
+    hop = [(s.name.value, s.server or s.database) for s in by_policy.steps if s.hop == 1]
+    at = hop.index(("DeployPolicy", "pers-db"))
+    assert hop[at - 1:at + 2] == [("BringOnline", "ps-1-new"), ("DeployPolicy", "pers-db"), ("TakeOffline", "ps-1")]
+    assert ("AddVirtualHost", "ps-1-new") not in hop and ("SwitchDnsRecord", "ps-1-new") not in hop
 
 
 def test_a_personalization_server_in_a_shared_default_website_root_is_not_upgraded_in_place() -> None:
@@ -360,7 +367,7 @@ def test_the_deployment_agent_is_redeployed_with_the_new_url_and_then_recorded()
     estate = Estate.of(spec, version="2025.1", ms_1_new={"online": True, "phase": ServerPhase.RUNNING})
     estate.clients = replace(estate.clients, failover=(MS1, MS1_NEW),
                              online={**estate.clients.online, norm_url(MS1_NEW): True})
-    step = StepKey(StepName.REDEPLOY_DEPLOYMENT_AGENT, 1)
+    step = StepKey(StepName.REDEPLOY_DEPLOYMENT_AGENT, 1, database="mgmt-db")
     action = decide(spec, _at(spec, estate, step), estate.observe(), T0)
     assert action == RedeployDeploymentAgent(step, "ms-1-new", MS1_NEW, MS1, MS1_NEW)
     estate.clients = after(estate.clients, action)
@@ -387,7 +394,7 @@ def test_a_new_policy_replaces_exactly_the_old_urls() -> None:
                        ps_1_new={"online": True, "phase": ServerPhase.RUNNING})
     estate.clients = replace(estate.clients, online={**estate.clients.online, norm_url(PS1_NEW): True,
                                                      norm_url(other): True})
-    step = StepKey(StepName.DEPLOY_POLICY, 1)
+    step = StepKey(StepName.DEPLOY_POLICY, 1, database="pers-db")
     action = decide(spec, _at(spec, estate, step), estate.observe(), T0)
     assert action == DeployPolicy(step, "ps-1-new", PS1_NEW, (other, PS1), (other, PS1_NEW))
 
@@ -457,6 +464,7 @@ def test_a_failure_halfway_stops_with_old_and_new_servers_described() -> None:
         assert words in message, (words, message)
     assert estate.servers["ps-1"].online and not estate.servers["ps-1-new"].online
     assert estate.clients.dns[VHOST] == PS1  # clients still reach the old server
-    moves = {c.server: c.state for c in run.status.cutovers or ()}
-    assert moves == {"ms-1": CutoverState.NEW_SERVER_ONLINE, "ps-1": CutoverState.PENDING}, moves
+    moves = {c.server: c.state for c in run.status.cutovers or ()}  # Management wholly moved, Personalization not
+    assert moves == {"ms-1": CutoverState.OLD_SERVER_OFFLINE, "ps-1": CutoverState.PENDING}, moves
+    assert estate.clients.agent == MS1_NEW and not estate.servers["ms-1"].online
     assert not any(isinstance(a, Succeed) for a in run.actions)

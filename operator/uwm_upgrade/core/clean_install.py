@@ -77,46 +77,53 @@ def in_place_forbidden(spec: UpgradePlanSpec, seen: Observations) -> str | None:
 
 
 def plan_steps(spec: UpgradePlanSpec, path: Sequence[Hop]) -> tuple[StepStatus, ...]:
-    """Every step of a CleanInstall plan (one hop: the preflight refuses more) in the order it runs."""
+    """Every step of a CleanInstall plan (one hop: the preflight refuses more) in the order it runs.
+
+    Each replaced database is finished before the next begins: upgraded, its new servers confirmed and
+    online, its clients moved, its old servers retired. A failure in a later database leaves the earlier
+    ones wholly on their new servers and the later ones wholly on their old ones.
+    """
     no_replication, no_rotation = _skips(spec)
     no_backup = None if spec.backup.enabled else "spec.backup.enabled is false"
     reps = spec.replacements()
     replaced = {r.old.database for r in reps}
     firsts = first_servers(spec)
-    management = [r for r in reps if r.method is CutoverMethod.FAILOVER_LIST_AND_AGENT]
-    vhosts = [r for r in reps if r.method is CutoverMethod.VIRTUAL_HOST_DNS]
-    by_policy = [r for r in reps if r.method is CutoverMethod.POLICY]
     steps = [_step(StepName.PREFLIGHT, 0), _step(StepName.PLAN, 0), _step(StepName.RECORD_BASELINE, 0)]
     for hop in path:
         n = hop.number
         steps.append(_step(StepName.DISABLE_REPLICATION, n, skip=no_replication))
         steps.append(_step(StepName.TAKE_OUT_OF_ROTATION, n, skip=no_rotation))
-        steps += [_step(StepName.ADD_FAILOVER_SERVER, n, server=r.new.name) for r in management]
-        steps += [_step(StepName.ADD_VIRTUAL_HOST, n, server=r.new.name) for r in vhosts]
+        # before anything comes online: the new URLs in the Failover Server List, the virtual hosts
+        steps += [_step(StepName.ADD_FAILOVER_SERVER, n, server=r.new.name) for r in reps
+                  if r.method is CutoverMethod.FAILOVER_LIST_AND_AGENT]
+        steps += [_step(StepName.ADD_VIRTUAL_HOST, n, server=r.new.name) for r in reps
+                  if r.method is CutoverMethod.VIRTUAL_HOST_DNS]
         for db in spec.databases:
             steps.append(_step(StepName.BACKUP_DATABASE, n, database=db.name, skip=no_backup))
-            if db.name in replaced:
-                news = [r.new.name for r in reps if r.old.database == db.name]
-                steps += [_step(StepName.INSTALL_REPLACEMENT, n, server=name, database=db.name) for name in news]
-                steps.append(_step(StepName.UPGRADE_SCHEMA, n, server=news[0], database=db.name))
-                steps.append(_step(StepName.VERIFY_SCHEMA, n, database=db.name))
-                for name in news:
-                    steps.append(_step(StepName.HEALTH_CHECK, n, server=name))
-                    steps.append(_step(StepName.BRING_ONLINE, n, server=name))
-            else:
+            if db.name not in replaced:
                 first = firsts[db.name]
                 steps.append(_step(StepName.INSTALL_FIRST_SERVER, n, server=first, database=db.name))
                 steps.append(_step(StepName.UPGRADE_SCHEMA, n, server=first, database=db.name))
                 steps.append(_step(StepName.VERIFY_SCHEMA, n, database=db.name))
                 steps.append(_step(StepName.HEALTH_CHECK, n, server=first))
-        steps.append(_step(StepName.REDEPLOY_DEPLOYMENT_AGENT, n,
-                           skip=None if management else "no Management Server is replaced"))
-        steps.append(_step(StepName.DEPLOY_POLICY, n, skip=None if by_policy else (
-            "no Personalization Server is replaced" if not vhosts else "spec.personalizationCutover is"
-                                                                        " VirtualHostDns: DNS records move clients")))
-        steps += [_step(StepName.SWITCH_DNS_RECORD, n, server=r.new.name) for r in vhosts]
-        steps += [_step(StepName.REMOVE_FAILOVER_SERVER, n, server=r.old.name) for r in management]
-        steps += [_step(StepName.TAKE_OFFLINE, n, server=r.old.name) for r in reps]
+                continue
+            mine = [r for r in reps if r.old.database == db.name]
+            steps += [_step(StepName.INSTALL_REPLACEMENT, n, server=r.new.name, database=db.name) for r in mine]
+            steps.append(_step(StepName.UPGRADE_SCHEMA, n, server=mine[0].new.name, database=db.name))
+            steps.append(_step(StepName.VERIFY_SCHEMA, n, database=db.name))
+            for r in mine:
+                steps.append(_step(StepName.HEALTH_CHECK, n, server=r.new.name))
+                steps.append(_step(StepName.BRING_ONLINE, n, server=r.new.name))
+            method = mine[0].method
+            if method is CutoverMethod.FAILOVER_LIST_AND_AGENT:
+                steps.append(_step(StepName.REDEPLOY_DEPLOYMENT_AGENT, n, database=db.name))
+            elif method is CutoverMethod.POLICY:
+                steps.append(_step(StepName.DEPLOY_POLICY, n, database=db.name))
+            else:
+                steps += [_step(StepName.SWITCH_DNS_RECORD, n, server=r.new.name) for r in mine]
+            steps += [_step(StepName.REMOVE_FAILOVER_SERVER, n, server=r.old.name) for r in mine
+                      if method is CutoverMethod.FAILOVER_LIST_AND_AGENT]
+            steps += [_step(StepName.TAKE_OFFLINE, n, server=r.old.name) for r in mine]
         for server in spec.servers():
             if server.database not in replaced and server.name not in firsts.values():
                 steps.append(_step(StepName.INSTALL_SERVER, n, server=server.name))
@@ -259,7 +266,8 @@ def redeploy_agent(ctx: Context, step: StepStatus) -> Action:
     c = _clients(ctx, step)
     if not isinstance(c, ClientsObservation):
         return c
-    management = [r for r in ctx.spec.replacements() if r.method is CutoverMethod.FAILOVER_LIST_AND_AGENT]
+    management = [r for r in ctx.spec.replacements()
+                  if r.method is CutoverMethod.FAILOVER_LIST_AND_AGENT and r.old.database == step.database]
     if c.agent is None:
         return ctx.complete(step, "no Deployment Agent is deployed", skipped=True)
     moved = next((r for r in management if norm_url(r.new.url) == norm_url(c.agent)), None)
@@ -268,8 +276,8 @@ def redeploy_agent(ctx: Context, step: StepStatus) -> Action:
                                   f" instead of {moved.old.name} ({moved.old.url})")
     r = next((r for r in management if norm_url(r.old.url) == norm_url(c.agent)), None)
     if r is None:
-        return ctx.complete(step, f"the Deployment Agent uses {c.agent}, no replaced server: left as it is",
-                            skipped=True)
+        return ctx.complete(step, f"the Deployment Agent uses {c.agent}, no replaced server of {step.database}:"
+                                  " left as it is", skipped=True)
     return ctx.overdue(step, f"the Deployment Agent still uses {c.agent}") or \
         RedeployDeploymentAgent(step.key, r.new.name, r.new.url, c.agent, r.new.url)
 
@@ -278,11 +286,12 @@ def deploy_policy(ctx: Context, step: StepStatus) -> Action:
     c = _clients(ctx, step)
     if not isinstance(c, ClientsObservation):
         return c
-    moves = {norm_url(r.old.url): r.new.url for r in ctx.spec.replacements() if r.method is CutoverMethod.POLICY}
+    mine = [r for r in ctx.spec.replacements() if r.method is CutoverMethod.POLICY and r.old.database == step.database]
+    moves = {norm_url(r.old.url): r.new.url for r in mine}
     wanted = tuple(moves.get(norm_url(u), u) for u in c.policy)
     if wanted == c.policy:
         return ctx.complete(step, f"the Environment Manager policy lists [{', '.join(c.policy)}]")
-    first = next(r for r in ctx.spec.replacements() if r.method is CutoverMethod.POLICY)
+    first = mine[0]
     return ctx.overdue(step, f"the policy still lists [{', '.join(c.policy)}]") or \
         DeployPolicy(step.key, first.new.name, first.new.url, c.policy, wanted)
 

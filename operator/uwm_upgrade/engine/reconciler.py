@@ -132,7 +132,7 @@ class Plan:
         self.written = self.status
 
     async def _announce(self, old: UpgradePlanStatus, new: UpgradePlanStatus) -> None:
-        """An Event per step start, end and failure, and per phase change; step metrics."""
+        """An Event per step start, end and failure, per cut-over stage, and per phase change; step metrics."""
         before = {s.key: s.state for s in old.steps}
         for step in new.steps:
             if before.get(step.key) == step.state or step.state is StepState.PENDING:
@@ -147,6 +147,14 @@ class Plan:
                 if step.started_at and step.finished_at:
                     seconds = (step.finished_at - step.started_at).total_seconds()
                     metrics.STEP_SECONDS.labels(step.name.value).observe(max(seconds, 0.0))
+        seen = {c.server: c for c in old.cutovers or ()}  # strategy CleanInstall: each server's cut-over
+        for cut in new.cutovers or ():
+            was = seen.get(cut.server)
+            for stage, reason in (("new_server_online_at", "NewServerOnline"), ("clients_moved_at", "ClientsMoved"),
+                                  ("old_server_offline_at", "OldServerOffline")):
+                if getattr(cut, stage) is not None and (was is None or getattr(was, stage) is None):
+                    note = f"{cut.server} -> {cut.replacement} ({cut.old_url} -> {cut.new_url}): {cut.message}"
+                    await self.runtime.kube.event(dict(self.body), "Normal", reason, redact(note))
         if old.phase != new.phase:
             kind = "Warning" if new.phase in (Phase.FAILED, Phase.BLOCKED) else "Normal"
             await self.runtime.kube.event(dict(self.body), kind, new.phase.value, redact(new.message or new.phase))

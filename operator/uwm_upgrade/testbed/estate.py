@@ -161,6 +161,10 @@ def plan_documents(plan_file: Path, fleet: Fleet, namespace: str, **spec_overrid
             for key in ("managementServers", "personalizationServers"):
                 for server in spec.get(key, []):
                     server["url"] = fleet.url(server["name"])
+                    replacement = server.get("replacement")  # strategy CleanInstall: the fleet's new server
+                    new_name = (replacement or {}).get("name") or f"{server['name']}-new"
+                    if replacement is not None and new_name in fleet.endpoints["servers"]:
+                        replacement["url"] = fleet.url(new_name)
             spec.update(spec_overrides)
     return docs
 
