@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pyodbc
 import pytest
 
@@ -107,3 +109,11 @@ async def test_errors_never_carry_the_connection_string(pg_bed: object) -> None:
     text = str(err.value)
     assert "s3cr3t-Pa55" not in text and "pers-db" in text
     assert "s3cr3t" not in repr(db)
+
+
+async def test_backup_time_is_utc_and_says_so(new_database: str) -> None:
+    _seed(new_database)
+    before = datetime.now(UTC)
+    info = await Database("mgmt-db", new_database).backup("plan1-h1")
+    assert info.taken_at is not None and info.taken_at.tzinfo is not None  # recorded as it is, not guessed
+    assert abs((info.taken_at - before).total_seconds()) < 60

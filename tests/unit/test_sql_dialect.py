@@ -59,7 +59,7 @@ def test_catalog_queries_per_dialect() -> None:
     assert "table_schema = 'dbo'" in MS.list_uwm_tables()
     assert "IF OBJECT_ID" in MS.create_backups_table() and "BIT" in MS.create_backups_table()
     assert "IF NOT EXISTS" in PG.create_backups_table() and "BOOLEAN" in PG.create_backups_table()
-    assert PG.now() == "CURRENT_TIMESTAMP" and MS.now() == "SYSUTCDATETIME()"
+    assert PG.now() == "(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')" and MS.now() == "SYSUTCDATETIME()"
 
 
 def test_redact_removes_every_connection_value() -> None:

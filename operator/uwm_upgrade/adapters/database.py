@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pyodbc
@@ -45,6 +45,13 @@ class BackupInfo:
     schema_version: str | None
     checksum: str
     verified: bool
+
+
+def _utc(taken_at: Any) -> datetime | None:
+    """`taken_at` is stored in UTC without a zone (`Dialect.now()`): say so, so it is recorded as it is."""
+    if not isinstance(taken_at, datetime):
+        return None
+    return taken_at if taken_at.tzinfo else taken_at.replace(tzinfo=UTC)
 
 
 def redact(message: str, connection_string: str) -> str:
@@ -132,7 +139,7 @@ class Database:
                                backup_id).fetchone()
             if row is None:
                 return None
-            return BackupInfo(str(row[0]), row[1], row[2], str(row[3]), self._verify_row(conn, backup_id, row))
+            return BackupInfo(str(row[0]), _utc(row[1]), row[2], str(row[3]), self._verify_row(conn, backup_id, row))
 
         return await self._run(q)
 

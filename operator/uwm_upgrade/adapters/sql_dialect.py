@@ -84,7 +84,8 @@ class Dialect:
                 "tables NVARCHAR(MAX))")
 
     def now(self) -> str:
-        return "CURRENT_TIMESTAMP" if self.name is DialectName.POSTGRESQL else "SYSUTCDATETIME()"
+        """The current time in UTC, as a zone-less timestamp (the backups table's `taken_at` is UTC)."""
+        return "(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')" if self.name is DialectName.POSTGRESQL else "SYSUTCDATETIME()"
 
     # SQL Server only: native backups to a file the server can write.
     def backup_database(self, database: str, path: str) -> str:
