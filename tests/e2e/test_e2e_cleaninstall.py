@@ -199,6 +199,37 @@ def test_in_place_is_refused_for_a_personalization_server_sharing_the_default_we
     assert e2e.user_data() == e2e.data_before
 
 
+def test_a_replicated_personalization_estate_replicates_again_on_its_new_servers(e2e: E2E) -> None:
+    fleet = e2e.start_fleet(FLEETS / "cleaninstall-replicated.yaml")
+    e2e.start_operator()
+    personalization = [
+        {"name": old, "url": fleet.url(old), "database": "pers-db", "replicationRole": role,
+         "replacement": {"name": f"{old}-new", "url": fleet.url(f"{old}-new")}}
+        for old, role in (("ps-1", "Master"), ("ps-2", "Subscriber"))]
+    name = apply(e2e, personalizationCutover="Policy", personalizationServers=personalization,
+                 servers={"ms-1": {"replacement": None}})
+    plan = e2e.wait_phase(name, *TERMINAL, timeout=240)
+    status = plan["status"]
+    assert status["phase"] == "Succeeded", status.get("message")
+    servers = {s["name"]: s for s in status["servers"]}
+    assert {n: servers[n].get("replication") for n in ("ps-1", "ps-2", "ps-1-new", "ps-2-new")} == {
+        "ps-1": "Disabled", "ps-2": "Disabled", "ps-1-new": "Enabled", "ps-2-new": "Enabled"}
+    replication = next(c for c in status["conditions"] if c["type"] == "ReplicationDisabled")
+    assert replication["status"] == "False", replication
+    new_subscriber = agent(e2e, "ps-2-new", "/agent/v1/state")
+    assert new_subscriber["replication"] == {"role": "Subscriber", "group": "new", "enabled": True,
+                                             "caughtUp": True}
+    assert agent(e2e, "ps-1", "/agent/v1/clients")["policy"]["urls"] == [fleet.url("ps-1-new"),
+                                                                        fleet.url("ps-2-new")]
+    events = e2e.assert_guide_kept()
+    off = [e.seq for e in events if e.op == "replication" and e.outcome == "ok" and not e.detail["enabled"]]
+    on = [e.seq for e in events if e.op == "replication" and e.outcome == "ok" and e.detail["enabled"]]
+    assert max(off) < seq(events, "schema-migrate", "ps-1-new") < seq(events, "server-offline", "ps-2") < min(on)
+    assert {e.server for e in events if e.op == "replication" and e.outcome == "ok" and e.detail["enabled"]} == \
+        {"ps-1-new", "ps-2-new"}
+    assert e2e.user_data() == e2e.data_before
+
+
 # ---------------------------------------------------------------- failure halfway
 
 

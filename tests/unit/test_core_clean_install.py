@@ -17,10 +17,12 @@ from uwm_upgrade.core.actions import (
     BackupDatabase,
     CompleteStep,
     ComputePlan,
+    DisableReplication,
     Fail,
     Idle,
     InstallServer,
     RecordBaseline,
+    RestoreReplication,
     Succeed,
     UpgradeSchema,
     Wait,
@@ -44,6 +46,8 @@ from uwm_upgrade.core.enums import (
     MigrationStatus,
     Phase,
     Reason,
+    ReplicationRole,
+    ReplicationState,
     ServerKind,
     ServerPhase,
     StepName,
@@ -111,9 +115,12 @@ class Estate:
                                                   replication_role=s.role, load_balanced=s.load_balanced,
                                                   virtual_hosts=(VHOST,) if s.name == "ps-1" else ())
             e.urls[s.name] = s.url
+        for s in spec.servers():
+            e.servers[s.name] = replace(e.servers[s.name], replication_enabled=s.role is not ReplicationRole.NONE)
         for s in spec.replacement_servers():
             e.servers[s.name] = ServerObservation(s.name, s.kind, spec.target_version,
-                                                  ServerPhase.DATABASE_UPDATES_REQUIRED, s.database, online=False)
+                                                  ServerPhase.DATABASE_UPDATES_REQUIRED, s.database, online=False,
+                                                  replication_role=s.role)
             e.urls[s.name] = s.url
         for name, changes in server_changes.items():
             e.servers[name.replace("_", "-")] = replace(e.servers[name.replace("_", "-")], **changes)
@@ -153,6 +160,10 @@ class Estate:
             case UpgradeSchema(database=db, version=version):
                 self.databases[db] = replace(self.databases[db], schema_version=version)
                 self._phases(db)
+            case DisableReplication(servers=servers) | RestoreReplication(servers=servers):
+                for name in servers:
+                    self.servers[name] = replace(self.servers[name],
+                                                 replication_enabled=isinstance(action, RestoreReplication))
             case BringOnline(agent=name) | TakeOffline(agent=name):
                 self.servers[name] = replace(self.servers[name], online=isinstance(action, BringOnline))
                 self.clients = after(self.clients, action)
@@ -468,3 +479,30 @@ def test_a_failure_halfway_stops_with_old_and_new_servers_described() -> None:
     assert moves == {"ms-1": CutoverState.OLD_SERVER_OFFLINE, "ps-1": CutoverState.PENDING}, moves
     assert estate.clients.agent == MS1_NEW and not estate.servers["ms-1"].online
     assert not any(isinstance(a, Succeed) for a in run.actions)
+
+
+def test_replication_is_restored_on_the_new_servers_as_it_was_on_the_old_ones() -> None:
+    ps = [{"name": "ps-1", "url": PS1, "database": "pers-db", "replicationRole": "Master",
+           "replacement": {"url": PS1_NEW}},
+          {"name": "ps-2", "url": "http://ps-2:7771", "database": "pers-db", "replicationRole": "Subscriber",
+           "replacement": {"url": "http://ps-2-new:7771"}}]
+    spec = spec_of(personalizationCutover="Policy", personalizationServers=ps)
+    wrong = Estate.of(spec, policy=(PS1, "http://ps-2:7771"), ps_2_new={"replication_role": ReplicationRole.MASTER})
+    refused = decide(spec, UpgradePlanStatus(), wrong.observe(), T0)
+    assert isinstance(refused, Fail) and "must have replicationRole Subscriber" in refused.message
+    estate = Estate.of(spec, policy=(PS1, "http://ps-2:7771"))
+    run = drive(spec, estate)
+    assert run.status.phase is Phase.SUCCEEDED, run.status.message
+    assert run.reached_no_server == []
+    enabled = {n: o.replication_enabled for n, o in estate.servers.items() if o.kind is ServerKind.PERSONALIZATION}
+    assert enabled == {"ps-1": False, "ps-2": False, "ps-1-new": True, "ps-2-new": True}
+    restore = next(a for a in run.actions if isinstance(a, RestoreReplication))
+    assert restore.servers == ("ps-1-new", "ps-2-new")  # the Master first
+    order = [line.split()[0] for line in estate.log]
+    assert order.index("DisableReplication") < order.index("UpgradeSchema")
+    assert len(order) - 1 - order[::-1].index("TakeOffline") < order.index("RestoreReplication")
+    assert estate.clients.policy == (PS1_NEW, "http://ps-2-new:7771")
+    servers = {s.name: s for s in run.status.servers}
+    assert servers["ps-1-new"].replication is ReplicationState.ENABLED
+    condition = run.status.condition(ConditionType.REPLICATION_DISABLED)
+    assert condition is not None and condition.status == "False", condition

@@ -16,6 +16,9 @@ For a replaced database, in one hop:
 4. only then the old servers leave: out of the Failover Server List, then offline. Until that moment
    they keep serving whichever client still points at them, so no client ever points at no server.
 
+Replication is disabled on the old servers before anything (as in place) and, at the end, restored as it
+was before the plan on the new servers that replace them.
+
 Every handler follows `steps.py`'s order (done? failed? too slow? else act), so a crash at any instant
 resumes where it left off. The client rules are in `client_rules.py`; the guide's rule about a
 Personalization Server in the root of the default website (`in_place_forbidden`) applies to both
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .actions import Action, Fail, Wait
+from .actions import Action, Fail, RestoreReplication, Wait
 from .client_actions import (
     AddFailoverServer,
     AddVirtualHost,
@@ -39,7 +42,7 @@ from .client_actions import (
 )
 from .client_rules import cut_off
 from .context import Context, Limits
-from .enums import CutoverMethod, Reason, ReplicationRole, ServerKind, StepName, Strategy
+from .enums import CutoverMethod, Reason, ReplicationRole, ReplicationState, ServerKind, StepName, Strategy
 from .models import Replacement, StepStatus, UpgradePlanSpec
 from .observations import ClientsObservation, Observations, Where, norm_url
 from .planning import Hop, _skips, _step, first_servers
@@ -144,7 +147,7 @@ def _new_server_problems(spec: UpgradePlanSpec, seen: Observations, catalog: Seq
         obs = seen.servers[r.new.name]
         label = f"{r.new.name} (replacing {r.old.name}, {r.new.url})"
         pairs = (("kind", r.new.kind, obs.kind), ("database", r.new.database, obs.database),
-                 ("loadBalanced", False, obs.load_balanced))
+                 ("loadBalanced", False, obs.load_balanced), ("replicationRole", r.old.role, obs.replication_role))
         problems += [f"{label}: the new server must have {field} {want}, it reports {got}"
                      for field, want, got in pairs if want != got]
         if obs.version not in catalog:
@@ -157,6 +160,9 @@ def _new_server_problems(spec: UpgradePlanSpec, seen: Observations, catalog: Seq
         if obs.online:
             problems.append(f"{label} is online already: a new server stays offline until its database is upgraded"
                             " and (for a Management Server) its URL is in the Failover Server List")
+        if obs.replication_enabled:
+            problems.append(f"{label} has replication enabled: a new server replicates only once the old ones are"
+                            " gone (replication is restored on the new servers as it was on the old ones)")
     return problems
 
 
@@ -196,11 +202,6 @@ def preflight(spec: UpgradePlanSpec, seen: Observations, path: Sequence[Hop], ca
     if seen.clients is None:
         return Wait(Reason.OBSERVATION_UNAVAILABLE, limits.poll_seconds,
                     "cannot observe the estate's client configuration (GET /agent/v1/clients)")
-    unsupported = [r.old.name for r in spec.replacements() if r.old.role is not ReplicationRole.NONE]
-    if unsupported:
-        return Fail(Reason.UNSUPPORTED_STRATEGY, where, f"{', '.join(unsupported)} replicate: replacing a"
-                    " Personalization Server with a replication role is not supported by this operator; upgrade"
-                    " that database's servers in place (no replacement)")
     if len(path) > 1:
         route = " -> ".join([path[0].from_version, *(h.to_version for h in path)])
         return Fail(Reason.PLANNING_FAILED, Where(0, StepName.PLAN),
@@ -215,6 +216,10 @@ def preflight(spec: UpgradePlanSpec, seen: Observations, path: Sequence[Hop], ca
 
 def is_clean_install(spec: UpgradePlanSpec) -> bool:
     return spec.strategy is Strategy.CLEAN_INSTALL
+
+
+# Steps of the in-place path whose CleanInstall handler differs (replication is restored on new servers).
+OWN_STEPS = frozenset({StepName.RESTORE_REPLICATION, StepName.VERIFY_REPLICATION})
 
 
 # ---------------------------------------------------------------- the steps
@@ -327,8 +332,45 @@ def take_offline(ctx: Context, step: StepStatus) -> Action:
     return ctx.overdue(step, f"{r.old.name} still online") or TakeOffline(step.key, r.old.name, r.old.url)
 
 
+def _replicating(ctx: Context) -> tuple[tuple[str, ReplicationRole], ...]:
+    """The servers replication is restored on (Master first): those that had it before the plan, or the
+    new servers that replace them."""
+    new = {r.old.name: r.new.name for r in ctx.spec.replacements()}
+    found = []
+    for server in ctx.replicating():
+        recorded = ctx.status.server(server.name)
+        if recorded is not None and recorded.replication_before is ReplicationState.ENABLED:
+            found.append((new.get(server.name, server.name), server.role))
+    return tuple(found)
+
+
+def restore_replication(ctx: Context, step: StepStatus) -> Action:
+    wanted = [name for name, _ in _replicating(ctx)]
+    if not wanted:
+        return ctx.complete(step, "replication was not enabled before the plan", skipped=True)
+    off = tuple(n for n in wanted if not ctx.server(n).replication_enabled)
+    if not off:
+        return ctx.complete(step, f"replication enabled as before the plan, on {', '.join(wanted)}")
+    return ctx.overdue(step, f"replication still off on {', '.join(off)}") or RestoreReplication(step.key, off)
+
+
+def replication_caught_up(ctx: Context, step: StepStatus) -> Action:
+    subscribers = [n for n, role in _replicating(ctx) if role is ReplicationRole.SUBSCRIBER]
+    if not subscribers:
+        return ctx.complete(step, "no subscriber replicates", skipped=True)
+    behind = [n for n in subscribers if not ctx.server(n).caught_up]
+    if not behind:
+        return ctx.complete(step, f"subscribers caught up: {', '.join(subscribers)}")
+    return ctx.overdue(step, f"{', '.join(behind)} not caught up") or \
+        ctx.wait(Reason.CATCHING_UP, f"waiting for {', '.join(behind)} to catch up", step)
+
+
 def dispatch(ctx: Context, step: StepStatus) -> Action:
     match step.name:
+        case StepName.RESTORE_REPLICATION:
+            return restore_replication(ctx, step)
+        case StepName.VERIFY_REPLICATION:
+            return replication_caught_up(ctx, step)
         case StepName.ADD_FAILOVER_SERVER:
             return add_failover(ctx, step)
         case StepName.ADD_VIRTUAL_HOST:

@@ -281,7 +281,8 @@ def _group(ctx: Context, section: tuple[StepStatus, ...]) -> Action:
 
 
 def _dispatch(ctx: Context, step: StepStatus) -> Action:
-    if step.name in CLEAN_INSTALL_STEPS:
+    if step.name in CLEAN_INSTALL_STEPS or (step.name in clean_install.OWN_STEPS
+                                            and clean_install.is_clean_install(ctx.spec)):
         return clean_install.dispatch(ctx, step)
     match step.name:
         case StepName.DISABLE_REPLICATION | StepName.ROLLBACK_DISABLE_REPLICATION:

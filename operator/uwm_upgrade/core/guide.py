@@ -39,7 +39,7 @@ class Violation:
 
 def _replication_and_rotation(spec: UpgradePlanSpec, seen: Observations) -> list[Violation]:
     found: list[Violation] = []
-    for server in spec.servers():
+    for server in (*spec.servers(), *spec.replacement_servers()):  # strategy CleanInstall: new servers too
         obs = seen.servers.get(server.name)
         if obs is None:
             if server.role is not ReplicationRole.NONE or server.load_balanced:
@@ -136,13 +136,15 @@ def _rotation_back(seen: Observations, action: BringIntoRotation) -> list[Violat
 
 def _replication_back(spec: UpgradePlanSpec, seen: Observations) -> list[Violation]:
     versions = {}
+    replaced = {r.old.name: r.new.name for r in spec.replacements()}  # strategy CleanInstall: the new ones
     for server in spec.servers():
         if server.role is ReplicationRole.NONE:
             continue
-        obs = seen.servers.get(server.name)
+        name = replaced.get(server.name, server.name)
+        obs = seen.servers.get(name)
         if obs is None:
-            return [Violation("unobserved", f"{server.name} was not observed", transient=True)]
-        versions[server.name] = obs.version
+            return [Violation("unobserved", f"{name} was not observed", transient=True)]
+        versions[name] = obs.version
     if len(set(versions.values())) > 1:
         listed = ", ".join(f"{n} {v}" for n, v in versions.items())
         return [Violation("replication-mixed-versions", f"replication servers run different releases ({listed})")]

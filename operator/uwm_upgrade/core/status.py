@@ -277,8 +277,10 @@ def record_observations(status: UpgradePlanStatus, spec: UpgradePlanSpec, seen: 
     moves = cutovers(new.cutovers, spec, seen, now)
     if moves != new.cutovers:
         new = new.model_copy(update={"cutovers": moves})
-    disabled = [s.name for s in new.servers
-                if s.replication_before is ReplicationState.ENABLED and s.replication is ReplicationState.DISABLED]
+    retired = {r.old.name for r in spec.replacements()  # strategy CleanInstall: replaced and offline
+               if r.old.name in seen.servers and not seen.servers[r.old.name].online}
+    disabled = [s.name for s in new.servers if s.name not in retired
+                and s.replication_before is ReplicationState.ENABLED and s.replication is ReplicationState.DISABLED]
     if disabled:
         return set_condition(new, ConditionType.REPLICATION_DISABLED, True, Reason.REPLICATION_DISABLED_FOR_UPGRADE,
                              "replication disabled for the upgrade on " + ", ".join(disabled), now)
