@@ -151,6 +151,29 @@ def test_the_clean_install_example_runs_to_succeeded(e2e: E2E) -> None:
     assert "condition met" in waited
 
 
+def test_the_operator_killed_mid_cut_over_resumes_without_doing_anything_twice(e2e: E2E) -> None:
+    e2e.start_fleet(FLEET, migration_step=1.5)  # the schema upgrade of pers-db lasts about 3 s
+    e2e.start_operator()
+    name = apply(e2e)
+
+    def migrating_pers_db(p: dict[str, Any]) -> bool:
+        return any(s["name"] == "UpgradeSchema" and s.get("server") == "ps-1-new" and s["state"] == "Running"
+                   for s in (p.get("status") or {}).get("steps", []))
+    plan = e2e.wait_for(name, migrating_pers_db, timeout=180, what="UpgradeSchema ps-1-new Running")
+    assert {c["server"]: c["state"] for c in plan["status"]["cutovers"]}["ms-1"] == "OldServerOffline"
+    e2e.kill_operator()
+    e2e.start_operator()
+    status = e2e.wait_phase(name, *TERMINAL, timeout=240)["status"]
+    assert status["phase"] == "Succeeded", status.get("message")
+    events = e2e.assert_guide_kept()  # each schema migrated once, no client ever without a server
+    for op, server in (("failover-add", None), ("agent-redeploy", None), ("virtual-host-add", None),
+                       ("dns-switch", None), ("server-online", "ms-1-new"), ("server-offline", "ms-1")):
+        done = [e for e in events if e.op == op and e.outcome == "ok" and e.detail.get("changed", True)
+                and (server is None or e.server == server)]
+        assert len(done) == 1, (op, [(e.seq, e.server, e.detail.get("changed")) for e in done])
+    assert e2e.user_data() == e2e.data_before
+
+
 # ---------------------------------------------------------------- the guide's own case: Management in place
 
 
