@@ -121,8 +121,23 @@ def test_a_plan_is_computed_anew_when_the_estate_changes_before_the_start() -> N
 def test_another_plan_on_the_estate_blocks_the_start() -> None:
     spec = make_spec()
     seen = replace(estate(spec), competing_plans=("team-b/estate-2024",))
-    action = decide(spec, planned(spec, seen, start=False), seen, T0)
-    assert isinstance(action, Block) and action.plans == ("team-b/estate-2024",)
+    for status in (planned(spec, estate(spec), start=False), UpgradePlanStatus()):  # planned, or not even that
+        action = decide(spec, status, seen, T0)
+        assert isinstance(action, Block) and action.plans == ("team-b/estate-2024",)
+
+
+@pytest.mark.parametrize("changing", ["versions moved", "installing", "a server failed"])
+def test_a_blocked_plan_stays_blocked_whatever_the_other_plan_does_to_the_estate(changing: str) -> None:
+    """Neither re-planned (phase Planning), nor waiting for the estate, nor failed by a preflight judging
+    the other plan's work in progress: Blocked, naming it, until it is over."""
+    spec = make_spec()
+    status = planned(spec, estate(spec), start=False)
+    servers = {"versions moved": {}, "installing": {"ms-2": {"phase": ServerPhase.INSTALLING}},
+               "a server failed": {"ms-2": {"phase": ServerPhase.FAILED,
+                                            "install": InstallObservation("2023.1", "installer failed")}}}[changing]
+    seen = estate(spec, "2023.1" if changing == "versions moved" else "2021.1", servers=servers)
+    action = decide(spec, status, replace(seen, competing_plans=("first",)), T0)
+    assert isinstance(action, Block) and action.plans == ("first",), action
 
 
 def test_approval_is_awaited_until_the_annotation_carries_the_plan_hash() -> None:

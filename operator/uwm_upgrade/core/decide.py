@@ -8,9 +8,10 @@ install) is never asked for twice once the estate shows it done.
 
 The order of judgement, each gate returning early:
 1. over (Succeeded, Failed, RolledBack): `Idle`.
-2. not started yet (no baseline recorded): preflight and plan again from what is observed; a plan that
-   differs from the recorded one (new spec, changed estate) is recorded anew (and needs approval anew);
-   then `Block` (another plan holds the estate), `Pause`, `AwaitApproval`, `RecordBaseline`.
+2. not started yet (no baseline recorded): `Block` while another plan holds part of the estate (what
+   that plan is changing is not judged: no preflight, no plan, until it is over); then preflight and plan
+   again from what is observed; a plan that differs from the recorded one (new spec, changed estate) is
+   recorded anew (and needs approval anew); then `Pause`, `AwaitApproval`, `RecordBaseline`.
 3. started: the spec must still describe the recorded plan; the current hop's steps (or its rollback's)
    are walked in order and the first unfinished one decides (`steps.py`); a hop done advances the hop,
    the last one ends in `Succeed` after checking every server and schema is at the target.
@@ -182,15 +183,15 @@ def _preflight(spec: UpgradePlanSpec, seen: Observations, limits: Limits) -> Act
 
 def _before_start(spec: UpgradePlanSpec, status: UpgradePlanStatus, seen: Observations, approval: str | None,
                   limits: Limits) -> Action:
+    if seen.competing_plans:  # first: the estate is changing under the other plan (busy, versions moving)
+        names = ", ".join(seen.competing_plans)
+        return Block(seen.competing_plans, f"waiting for {names}, which holds part of this estate",
+                     limits.idle_seconds)
     plan = _preflight(spec, seen, limits)
     if not isinstance(plan, ComputePlan) or plan.plan_hash != status.plan_hash:
         return plan
     if not status.path:
         return Succeed(f"nothing to do: every server and schema already runs {spec.target_version}")
-    if seen.competing_plans:
-        names = ", ".join(seen.competing_plans)
-        return Block(seen.competing_plans, f"waiting for {names}, which holds part of this estate",
-                     limits.idle_seconds)
     if spec.paused:
         return Pause("paused before the first change (spec.paused)", limits.idle_seconds)
     if spec.approval.required and (approval or "").strip() != status.plan_hash:
