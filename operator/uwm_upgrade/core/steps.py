@@ -148,9 +148,14 @@ def schema(ctx: Context, step: StepStatus) -> Action:
         return ctx.complete(step, f"schema of {name} at {target}", skipped=True)
     # A portal status Failed counts only once we asked: it stays Failed until CLOSE, even across runs.
     if step.state is StepState.RUNNING and db.migration is MigrationStatus.FAILED:
+        recorded = ctx.status.database(name)
+        saved = recorded.last_backup if recorded else None
+        restore_with = (f"; the verified backup {saved.id} taken before this hop holds {name} as it was"
+                        if saved is not None and saved.verified and saved.hop == ctx.hop.number
+                        else "; no verified backup of it was taken in this hop")
         return ctx.failure(Reason.MIGRATION_FAILED, ctx.where(step),
                            f"the schema upgrade of {name} to {target} through {server} failed"
-                           f" (schema at {db.schema_version})")
+                           f" (schema at {db.schema_version}, maybe half migrated){restore_with}")
     if busy is not None:
         reason = Reason.SCHEMA_LOCKED if db.lock_holder not in (None, server) else Reason.MIGRATING_SCHEMA
         return ctx.overdue(step, busy) or ctx.wait(reason, busy, step)
