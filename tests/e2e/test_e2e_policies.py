@@ -193,6 +193,8 @@ def test_halt_when_the_schema_migration_fails(e2e: E2E) -> None:
     assert schema not in ("2021.1", "2023.1") and f"mgmt-db schema {schema}" in message
     backup = next(d for d in plan["status"]["databases"] if d["name"] == "mgmt-db")["lastBackup"]
     assert backup["verified"] and backup["hop"] == 1
+    assert f"the verified backup {backup['id']} taken before this hop holds mgmt-db as it was" in message
+    assert e2e.user_data()["mgmt-db"] != e2e.data_before["mgmt-db"]  # half rewritten: why the backup matters
     assert all(states[s]["version"] == "2021.1" for s in ("ms-2", "ps-1", "ps-2", "ps-3"))
     events = e2e.assert_guide_kept()
     assert installs(events, "ms-1") and not installs(events, "ms-2") and not installs(events, "ps-1")
