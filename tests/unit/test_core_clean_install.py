@@ -506,3 +506,17 @@ def test_replication_is_restored_on_the_new_servers_as_it_was_on_the_old_ones() 
     assert servers["ps-1-new"].replication is ReplicationState.ENABLED
     condition = run.status.condition(ConditionType.REPLICATION_DISABLED)
     assert condition is not None and condition.status == "False", condition
+
+
+def test_deleting_a_clean_install_plan_leaves_retired_servers_alone() -> None:
+    from uwm_upgrade.engine.teardown import restorations
+
+    ps = [{"name": "ps-1", "url": PS1, "database": "pers-db", "replicationRole": "Master",
+           "replacement": {"url": PS1_NEW}}]
+    spec = spec_of(personalizationCutover="Policy", personalizationServers=ps)
+    estate = Estate.of(spec, policy=(PS1,), ps_1={"replication_enabled": False})
+    status = _at(spec, estate, StepKey(StepName.TAKE_OFFLINE, 1, "ps-1"))
+    assert restorations(spec, status, estate.observe())[1] == ["ps-1"]  # still serving: put back as it was
+    estate.servers["ps-1"] = replace(estate.servers["ps-1"], online=False)
+    _, replication, notes = restorations(spec, status, estate.observe())
+    assert replication == [] and notes == ["ps-1: retired (offline), replaced by ps-1-new"]

@@ -38,11 +38,17 @@ def started(status: UpgradePlanStatus) -> bool:
 
 
 def pending_work(spec: UpgradePlanSpec, status: UpgradePlanStatus, seen: Observations) -> TeardownResult:
-    """Pure: which servers are still busy; the caller waits for them before restoring anything."""
+    """Pure: which servers are still busy, or still starting (just installed) while they are to go back
+    into rotation once they serve; the caller waits for them before restoring anything."""
     result = TeardownResult()
     for server in spec.servers():
         obs = seen.servers.get(server.name)
-        if obs is not None and obs.busy:
+        if obs is None:
+            continue
+        recorded = status.server(server.name)
+        returning = (server.load_balanced and recorded is not None and recorded.online_before is not False
+                     and not obs.in_rotation)
+        if obs.busy or (returning and obs.phase is ServerPhase.STARTING):
             result.waiting_for.append(f"{server.name} ({obs.phase})")
     return result
 
@@ -51,9 +57,13 @@ def restorations(spec: UpgradePlanSpec, status: UpgradePlanStatus,
                  seen: Observations) -> tuple[list[str], list[str], list[str]]:
     """Pure: (servers to bring into rotation, servers to re-enable replication on, Master first, notes)."""
     rotation, replication, notes = [], [], []
+    replaced = {r.old.name: r.new.name for r in spec.replacements()}  # strategy CleanInstall
     for server in spec.servers():
         recorded = status.server(server.name)
         obs = seen.servers.get(server.name)
+        if server.name in replaced and obs is not None and not obs.online:
+            notes.append(f"{server.name}: retired (offline), replaced by {replaced[server.name]}")
+            continue
         if recorded is None or obs is None:
             if recorded is not None and obs is None:
                 notes.append(f"{server.name}: not reachable")
