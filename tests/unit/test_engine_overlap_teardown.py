@@ -102,3 +102,13 @@ def test_deletion_does_not_force_what_the_guide_forbids_and_waits_for_busy_serve
     assert rotation == [] and replication == []
     assert notes == ["ms-1: cannot go back into rotation while VersionMismatch", "ps-2: not reachable"]
     assert pending_work(spec, STATUS, seen).waiting_for == ["ms-2 (Installing)"]
+
+
+def test_deletion_waits_for_a_server_still_starting_that_goes_back_into_rotation() -> None:
+    """Just installed, its status page not confirming yet: once it serves, it goes back (not 'NOT restored')."""
+    spec = parse_spec(SPEC)
+    seen = Observations.of(servers=(
+        _obs("ms-1", ServerKind.MANAGEMENT, lb=True, phase=ServerPhase.STARTING),
+        _obs("ms-2", ServerKind.MANAGEMENT, lb=True, phase=ServerPhase.STARTING),  # out before the plan
+        _obs("ps-1", ServerKind.PERSONALIZATION, role=ReplicationRole.MASTER, phase=ServerPhase.STARTING)))
+    assert pending_work(spec, STATUS, seen).waiting_for == ["ms-1 (Starting)"]
