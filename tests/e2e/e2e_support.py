@@ -139,3 +139,70 @@ def e2e(kube: Any, pg_bed: Testbed, namespace: str, request: pytest.FixtureReque
         yield env
     finally:
         env.stop()
+
+
+# ---------------------------------------------------------------- helpers for crash, overlap and teardown tests
+
+
+def watch_for(e2e: E2E, name: str, check: Callable[[dict[str, Any]], bool], timeout: float = 180.0,
+              what: str = "the condition") -> dict[str, Any]:
+    """Like `E2E.wait_for`, but through a watch: sees every status write, within milliseconds, so a test
+    can act (kill the operator) at the moment a step starts, even a step that lasts a few milliseconds."""
+    from kubernetes import client, config, watch
+
+    api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(e2e.bed.kubeconfig)))
+    args = ("upgrade.uwm.io", "v1alpha1", e2e.namespace, "upgradeplans")
+    selector = f"metadata.name={name}"
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        listed = api.list_namespaced_custom_object(*args, field_selector=selector)
+        for item in listed.get("items", []):
+            last = item
+            if check(item):
+                return dict(item)
+        stream = watch.Watch()
+        left = max(1, int(deadline - time.monotonic()))
+        for event in stream.stream(api.list_namespaced_custom_object, *args, field_selector=selector,
+                                   resource_version=listed["metadata"]["resourceVersion"],
+                                   timeout_seconds=min(left, 30)):
+            if event["type"] not in ("ADDED", "MODIFIED"):
+                break  # an ERROR (e.g. 410 Gone) or DELETED: list again
+            last = event["object"]
+            if check(last):
+                stream.stop()
+                return dict(last)
+    status = last.get("status") or {}
+    raise AssertionError(f"{what} not reached in {timeout:.0f} s: phase {status.get('phase')}, step "
+                         f"{status.get('currentStep')}, message {status.get('message')}; "
+                         f"operator log: {e2e.work / 'operator.log'}")
+
+
+def agent_state(e2e: E2E, server: str) -> dict[str, Any]:
+    """GET /agent/v1/state of one simulated server: what it really is, not what the plan's status says."""
+    import json
+    import urllib.request
+
+    assert e2e.fleet is not None
+    request = urllib.request.Request(f"{e2e.fleet.url(server)}/agent/v1/state",
+                                     headers={"Authorization": f"Bearer {e2e.fleet.token}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return dict(json.loads(answer.read()))
+
+
+def backups_of(e2e: E2E, database: str) -> list[dict[str, Any]]:
+    """The rows of `uwm_backups` in one UWM database (the operator's backups; none: an empty list)."""
+    import pyodbc
+
+    assert e2e.fleet is not None
+    conn = pyodbc.connect(e2e.fleet.odbc[database], autocommit=True)
+    try:
+        exists = conn.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'uwm_backups'")
+        if not exists.fetchone()[0]:
+            return []
+        cursor = conn.execute("SELECT id, taken_at, schema_version, verified FROM uwm_backups ORDER BY id")
+        return [{"id": r[0], "taken_at": r[1], "schema_version": r[2], "verified": bool(r[3])}
+                for r in cursor.fetchall()]
+    finally:
+        conn.close()
+
