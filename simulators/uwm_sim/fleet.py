@@ -28,7 +28,7 @@ from .db import Database
 from .dialect import detect
 from .estate import Catalog, ServerState
 from .faults import FaultSet
-from .journal import OK, Entry, Event, append, read
+from .journal import FAILED, OK, Entry, Event, append, read
 from .lb import LB, init_lb_app
 from .service import Estate, ServerRuntime
 from .status_views import STATUS_PATHS
@@ -181,10 +181,15 @@ def _clients(cur: Any, estate: Estate, now: float) -> list[Entry]:
         doc, op = clients.initial(estate.config, now), "clients-init"
     else:
         doc, op = clients.with_server(old, [(s.name, s.online) for s in estate.config.servers]), "clients-update"
-        if doc == old:
-            return []
-    clients.save(cur, doc, now)
-    return [Entry(None, None, op, OK, {"clients": doc.to_json()})]
+    entries = []
+    if doc != old:
+        clients.save(cur, doc, now)
+        entries.append(Entry(None, None, op, OK, {"clients": doc.to_json()}))
+    lost = clients.cut_off(doc, clients.servers_of(store.list_servers(cur)))
+    if lost:  # e.g. a server the clients use left the fleet file: report it, as a client would notice
+        reason = "; ".join(f"{p.client}: {p.cut_off}" for p in lost)
+        entries.append(Entry(None, None, "clients-cut-off", FAILED, {"reason": reason, "cause": "start"}))
+    return entries
 
 
 class Fleet:

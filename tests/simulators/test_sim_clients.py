@@ -186,3 +186,19 @@ def test_violations_replay_client_events_from_the_journal() -> None:
     assert violations(events[:3]) == []
     (found,) = violations(events)
     assert found.startswith("#4 server-offline on ms-1: deploymentAgent")
+
+
+async def test_a_server_the_clients_use_leaving_the_fleet_is_reported(staged: Callable[[], dict[str, Any]]) -> None:
+    cfg = staged()
+    async with running_fleet(cfg):
+        pass
+    cfg["servers"] = [s for s in cfg["servers"] if s["name"] != "ms-1"]
+    cfg["clients"] = {k: v for k, v in cfg["clients"].items() if k not in ("failoverServers", "deploymentAgent")}
+    async with running_fleet(cfg) as fleet, fleet.client("ps-1") as c:
+        clients = (await c.clients()).body
+        assert clients["cutOff"] == ["deploymentAgent: the Deployment Agent points at ms-1, which is gone (no longer"
+                                     " part of the estate), and no server of its Failover Server List is online"]
+        events = await fleet.journal()
+    assert [e.detail["cause"] for e in events if e.op == "clients-cut-off"] == ["start"]
+    assert any("deploymentAgent" in v for v in violations(events))
+    assert [e.op for e in events].count("clients-init") == 1
