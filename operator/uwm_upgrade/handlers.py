@@ -40,7 +40,10 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await memo.runtime.close()
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, when=selected, cancellation_timeout=30.0)
+# On deletion or shutdown the loop is asked to stop (`stopped`) and given 30 s to finish the action in
+# flight and return (`cancellation_backoff`); only then is it cancelled. Without the backoff kopf cancels
+# it at once, in the middle of an effect (a request may still land after the teardown looked).
+@kopf.daemon(GROUP, VERSION, PLURAL, when=selected, cancellation_backoff=30.0, cancellation_timeout=30.0)
 async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     await reconciler.drive(memo.runtime, body, stopped, logger)
 

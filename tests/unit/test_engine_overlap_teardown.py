@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -112,3 +113,32 @@ def test_deletion_waits_for_a_server_still_starting_that_goes_back_into_rotation
         _obs("ms-2", ServerKind.MANAGEMENT, lb=True, phase=ServerPhase.STARTING),  # out before the plan
         _obs("ps-1", ServerKind.PERSONALIZATION, role=ReplicationRole.MASTER, phase=ServerPhase.STARTING)))
     assert pending_work(spec, STATUS, seen).waiting_for == ["ms-1 (Starting)"]
+
+
+async def test_deletion_waits_until_the_plans_loop_has_stopped() -> None:
+    """The loop finishes the action in flight after its stop flag is set; the teardown looks only after."""
+    import asyncio
+
+    from uwm_upgrade.engine import deletion, reconciler
+    from uwm_upgrade.engine.teardown import MustWaitError
+
+    runtime = reconciler.Runtime(kube=None)  # type: ignore[arg-type]  # nothing reaches the API here
+    body = {"metadata": {"name": "p", "namespace": "ns", "uid": "u-1"}, "spec": SPEC,
+            "status": {"phase": "Running"}}
+    runtime.loops.add("u-1")
+    with pytest.raises(MustWaitError, match="loop to stop"):
+        await deletion.on_delete(runtime, body, logging.getLogger("t"), retry=0)
+    runtime.loops.clear()
+
+    stopped = asyncio.Event()
+    stopped.set()
+
+    class Flag:
+        def is_set(self) -> bool:
+            return stopped.is_set()
+
+        async def wait(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (the StopFlag protocol)
+            await stopped.wait()
+
+    await reconciler.drive(runtime, body, Flag(), logging.getLogger("t"))
+    assert runtime.loops == set()  # a loop that ended is no longer waited for

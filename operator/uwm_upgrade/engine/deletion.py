@@ -15,12 +15,15 @@ from .reconciler import Runtime, _dict, estate_for, utcnow
 from .teardown import MustWaitError, pending_work, restore, started
 
 MAX_WAIT_RETRIES = 120
+LOOP_STOP_POLL_SECONDS = 0.5
 
 
 async def on_delete(runtime: Runtime, body: Mapping[str, Any], logger: logging.Logger | logging.LoggerAdapter[Any],
                     retry: int) -> str:
     """Restore rotation and replication of a plan deleted mid-run; returns what was done (for the log)."""
     meta = body["metadata"]
+    if meta.get("uid", meta["name"]) in runtime.loops:  # it finishes the action in flight, then stops
+        raise MustWaitError("waiting for the plan's loop to stop at a safe point", LOOP_STOP_POLL_SECONDS)
     status = parse_status(_dict(body.get("status")))
     runtime.estates.pop(meta.get("uid", meta["name"]), None)
     if status.phase in TERMINAL_PHASES or not started(status):

@@ -50,6 +50,7 @@ class Runtime:
     limits: Limits = field(default_factory=lambda: Limits(poll_seconds=1.0, idle_seconds=5.0))
     clients: dict[str, ServerClient] = field(default_factory=dict)
     estates: dict[str, Estate] = field(default_factory=dict)
+    loops: set[str] = field(default_factory=set)  # uids of the plans whose loop runs in this process
 
     secrets: dict[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)
     secret_ttl: float = 15.0
@@ -214,6 +215,15 @@ async def drive(runtime: Runtime, body: Mapping[str, Any], stopped: StopFlag,
                 logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
     """The daemon's body: loop until the plan is over or the daemon is stopped (deletion, shutdown)."""
     plan = Plan(runtime, body, logger)
+    runtime.loops.add(plan.uid)
+    try:
+        await _loop(runtime, plan, stopped, logger)
+    finally:
+        runtime.loops.discard(plan.uid)
+
+
+async def _loop(runtime: Runtime, plan: Plan, stopped: StopFlag,
+                logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
     metrics.set_phase(plan.namespace, plan.name, plan.status.phase.value, PHASES)
     failures = 0
     while not stopped.is_set():
