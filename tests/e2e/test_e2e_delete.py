@@ -91,6 +91,47 @@ def test_deleting_a_plan_mid_run_restores_rotation_and_replication(e2e: E2E, ins
     assert e2e.user_data() == e2e.data_before
 
 
+def agent_call(e2e: E2E, server: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    import urllib.request
+
+    assert e2e.fleet is not None
+    request = urllib.request.Request(f"{e2e.fleet.url(server)}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {e2e.fleet.token}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def test_deleting_a_plan_while_it_switches_replication_off_lets_the_switch_finish_first(e2e: E2E) -> None:
+    """ps-2 answers every request 2 s late, so switching replication off (ps-1, ps-2, then ps-3) takes a
+    while; the plan is deleted the moment that step starts. The finalizer must wait until the plan's loop
+    has stopped (after its step), or it restores replication on the servers already switched off while
+    the loop goes on switching off the others (ps-3 would be left off, and not even named)."""
+    e2e.start_fleet()
+    agent_call(e2e, "ps-2", "POST", "/agent/v1/faults", {"kind": "slow", "count": 10000, "delayMs": 2000})
+    e2e.start_operator()
+    name = e2e.apply_plan(targetVersion="2023.1", healthCheck={"timeoutSeconds": 60, "periodSeconds": 3,
+                                                                  "successThreshold": 1})
+    watch_for(e2e, name, lambda p: any(s["name"] == "DisableReplication" and s.get("state") == "Running"
+                                       for s in (p.get("status") or {}).get("steps", [])),
+              timeout=120, what="DisableReplication running")
+    e2e.kubectl("delete", "upgradeplan", name, "-n", e2e.namespace, "--wait=false")
+    gone(e2e, name, timeout=60)
+    agent_call(e2e, "ps-2", "DELETE", "/agent/v1/faults")
+    agents = {s: agent_state(e2e, s) for s in SERVERS}
+    assert {n: agents[n]["replication"]["enabled"] for n in ("ps-1", "ps-2", "ps-3")} == \
+        dict.fromkeys(("ps-1", "ps-2", "ps-3"), True), agents
+    assert all(agents[n]["rotation"]["inRotation"] for n in ("ms-1", "ms-2")), agents
+    [event] = events(e2e, "Teardown")
+    assert event["type"] == "Normal" and "NOT restored" not in str(event.get("note")), event
+    # A safe point: the step in flight finished (all three off, each answered) before anything was put back.
+    switches = [(e.server, e.detail.get("enabled")) for e in e2e.assert_guide_kept()
+                if e.op == "replication" and e.outcome == "ok"]
+    assert switches[:3] == [("ps-1", False), ("ps-2", False), ("ps-3", False)], switches
+    assert sorted(switches[3:]) == [("ps-1", True), ("ps-2", True), ("ps-3", True)], switches
+
+
 def test_deleting_a_finished_plan_is_immediate(e2e: E2E) -> None:
     e2e.start_fleet()
     e2e.start_operator()
