@@ -91,9 +91,60 @@ class Fleet:
     token: str
     state_odbc: str
     odbc: dict[str, str] = field(default_factory=dict)
+    fleet_file: Path | None = None
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # the token and connection strings
 
     def url(self, server: str) -> str:
         return str(self.endpoints["servers"][server]["url"])
+
+    def restart(self, *, down_seconds: float = 0.0, kill: bool = True, timeout: float = 120.0) -> None:
+        """Stop the fleet process (SIGKILL: a crash; else SIGTERM) and start it again as it was: same
+        environment, same databases (kept, not reset) and the same ports, so every URL stays valid."""
+        if self.fleet_file is None:
+            raise RuntimeError("this fleet was not started by start_fleet(); it cannot be restarted")
+        if kill:
+            self.process.kill()
+        else:
+            self.process.stop()
+        config = yaml.safe_load(self.fleet_file.read_text())
+        lbs = self.endpoints.get("loadBalancers", {})
+        for server in config["servers"]:
+            server["port"] = _port(self.url(server["name"]))
+        for lb in config.get("loadBalancers", []):
+            lb["port"] = _port(str(lbs[lb["name"]]))
+        pinned = self.process.log.parent / f"{self.fleet_file.stem}.ports.yaml"
+        pinned.write_text(yaml.safe_dump(config, sort_keys=False))
+        time.sleep(down_seconds)
+        self.process, self.endpoints = _spawn_fleet([_bin("uwm-sim"), "fleet", str(pinned), "--json"], self.env,
+                                                    self.process.log, timeout)
+
+
+def _port(url: str) -> int:
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port
+    if port is None:
+        raise ValueError(f"no port in {url}")
+    return port
+
+
+def _spawn_fleet(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> tuple[Process, dict[str, Any]]:
+    """Start `uwm-sim fleet ... --json` and wait for its "ready" line; returns the process and endpoints."""
+    offset = log.stat().st_size if log.exists() else 0  # the log is appended to: read only this run's lines
+    process = _spawn("fleet", cmd, env, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with log.open("rb") as fh:
+            fh.seek(offset)
+            lines = fh.read().decode(errors="replace").splitlines()
+        for line in lines:
+            if line.startswith("{") and '"ready"' in line:
+                return process, json.loads(line)
+        if not process.alive():
+            raise RuntimeError(f"the simulator fleet exited; last lines of {log}:\n{procs.tail(log)}")
+        time.sleep(0.1)
+    process.stop()
+    raise RuntimeError(f"the simulator fleet was not ready in {timeout:.0f} s; see {log}")
 
 
 def start_fleet(bed: Testbed, fleet_file: Path, work: Path, *, settle: float = 1.0, install: float = 1.0,
@@ -110,25 +161,10 @@ def start_fleet(bed: Testbed, fleet_file: Path, work: Path, *, settle: float = 1
            "UWM_SIM_MIGRATION_STEP_SECONDS": str(migration_step), "UWM_SIM_CAUGHT_UP_SECONDS": str(caught_up)}
     for name, db in db_names.items():
         env[f"UWM_SIM_{name.split('-')[0].upper()}_ODBC"] = odbc[db]
-    log = work / "fleet.log"
-    offset = log.stat().st_size if log.exists() else 0  # the log is appended to: read only this run's lines
-    process = _spawn("fleet", [_bin("uwm-sim"), "fleet", str(fleet_file), "--json", "--ephemeral-ports", "--reset"],
-                     env, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with log.open("rb") as fh:
-            fh.seek(offset)
-            lines = fh.read().decode(errors="replace").splitlines()
-        for line in lines:
-            if line.startswith("{") and '"ready"' in line:
-                endpoints = json.loads(line)
-                return Fleet(process, endpoints, token, odbc[f"{prefix}_state"],
-                             {name: odbc[db] for name, db in db_names.items()})
-        if not process.alive():
-            raise RuntimeError(f"the simulator fleet exited; last lines of {log}:\n{procs.tail(log)}")
-        time.sleep(0.1)
-    process.stop()
-    raise RuntimeError(f"the simulator fleet was not ready in {timeout:.0f} s; see {log}")
+    cmd = [_bin("uwm-sim"), "fleet", str(fleet_file), "--json", "--ephemeral-ports", "--reset"]
+    process, endpoints = _spawn_fleet(cmd, env, work / "fleet.log", timeout)
+    return Fleet(process, endpoints, token, odbc[f"{prefix}_state"], {name: odbc[db] for name, db in db_names.items()},
+                 fleet_file, env)
 
 
 @dataclass
