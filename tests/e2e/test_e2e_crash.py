@@ -106,8 +106,8 @@ CASES = {
                            At("InstallServer", server="ps-3", after=0.7)), LONG),
     "BringIntoRotation": Case((At("BringIntoRotation"), At("BringIntoRotation", requested=True))),
     "RestoreReplication": Case((At("RestoreReplication"), At("RestoreReplication", requested=True))),
-    # Subscribers catch up 2 s after replication is back on: the kill lands while they are behind.
-    "VerifyReplication": Case((At("VerifyReplication", after=0.5),), (("caught_up", 2.0),)),
+    # Subscribers catch up 4 s after replication is back on: the kill lands while they are behind.
+    "VerifyReplication": Case((At("VerifyReplication", after=0.5),), (("caught_up", 4.0),)),
     "hop-boundary": Case((At("hop", hop=2), At("DisableReplication", hop=2))),
 }
 

@@ -38,11 +38,14 @@ def condition(plan: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in (plan.get("status") or {}).get("conditions", []) if c["type"] == kind), {})
 
 
-def blocked_by(*names: str) -> Any:
+def blocked_by(*names: str, only: bool = False) -> Any:
+    """Phase Blocked, and a Blocked condition naming `names` (with `only`: no other plan of this test)."""
     def check(plan: dict[str, Any]) -> bool:
         blocked = condition(plan, "Blocked")
+        message = str(blocked.get("message"))
+        others = {"first", "second", "third"} - set(names) if only else set()
         return phase(plan) == "Blocked" and blocked.get("status") == "True" and \
-            all(n in str(blocked.get("message")) for n in names)
+            all(n in message for n in names) and not any(o in message for o in others)
     return check
 
 
@@ -94,7 +97,7 @@ def test_a_later_plan_on_the_same_estate_waits_blocked_until_the_first_is_over(e
 
     # Then `second` goes (it was created before `third`), and `third` waits for it.
     watch_for(e2e, second, lambda p: phase(p) in ("Running", *TERMINAL), timeout=30, what="second running")
-    watch_for(e2e, third, blocked_by(second), timeout=30, what="third Blocked by second")
+    watch_for(e2e, third, blocked_by(second, only=True), timeout=30, what="third Blocked by second alone")
     done = e2e.wait_phase(second, *TERMINAL, timeout=180)
     assert phase(done) == "Succeeded", done["status"].get("message")
     assert [(h["from"], h["to"]) for h in done["status"]["path"]] == [("2023.1", "2025.1")]
