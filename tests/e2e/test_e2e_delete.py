@@ -44,19 +44,35 @@ def step_running(server: str) -> Any:
     return check
 
 
-@pytest.mark.parametrize("installing", ["ms-2", "ps-3"])
-def test_deleting_a_plan_mid_run_restores_rotation_and_replication(e2e: E2E, installing: str) -> None:
+def teardown_waiting(e2e: E2E) -> bool:
+    return "Handler 'deleted' failed temporarily: waiting for" in (e2e.work / "operator.log").read_text(
+        errors="replace")
+
+
+@pytest.mark.parametrize(("installing", "crash"), [("ms-2", False), ("ps-3", False), ("ms-2", True)],
+                         ids=["ms-2", "ps-3", "ms-2-operator-killed-while-the-teardown-waits"])
+def test_deleting_a_plan_mid_run_restores_rotation_and_replication(e2e: E2E, installing: str, crash: bool) -> None:
     """Deleted while `installing` installs (replication off, the pool out of rotation). With ms-2, the
     Personalization servers still run different releases (ps-1 upgraded, ps-2 and ps-3 not), so the guide
     forbids replication back on (the agents refuse: version-mismatch) and the Event says it was NOT
-    restored; with ps-3, the last one, everything comes back."""
-    e2e.start_fleet(install=1.5)
+    restored; with ps-3, the last one, everything comes back. With `crash`, the operator is SIGKILLed
+    while the finalizer waits for the install, and the next operator process finishes the teardown."""
+    e2e.start_fleet(install=3.0 if crash else 1.5)
     e2e.start_operator()
     name = e2e.apply_plan(targetVersion="2023.1")
     watch_for(e2e, name, step_running(installing), timeout=120, what=f"InstallServer {installing} requested")
     assert agent_state(e2e, installing)["phase"] == "Installing"
     deleted_at = time.time()
     e2e.kubectl("delete", "upgradeplan", name, "-n", e2e.namespace, "--wait=false")
+    if crash:
+        deadline = time.monotonic() + 10
+        while not teardown_waiting(e2e) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert teardown_waiting(e2e), "the finalizer did not wait for the install in flight"
+        e2e.kill_operator()
+        assert agent_state(e2e, installing)["phase"] == "Installing", "killed too late: the install is over"
+        assert e2e.kubectl("get", "upgradeplan", name, "-n", e2e.namespace, "-o", "name").strip()
+        e2e.start_operator()
     took = gone(e2e, name, timeout=60)
     agents = {s: agent_state(e2e, s) for s in SERVERS}
     print(f"gone {took:.1f} s after the delete; agents:",
