@@ -59,6 +59,7 @@ class E2E:
             self.operator.process.stop()
         if self.fleet is not None:
             self.fleet.process.stop()
+            estate.drop_databases(self.bed, self.fleet.databases)  # three databases a test: do not pile up
 
     # ------------------------------------------------------------ the plan
     def apply_plan(self, plan_file: Path = PLAN_FILE, name: str | None = None, **spec: Any) -> str:

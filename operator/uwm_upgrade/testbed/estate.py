@@ -51,6 +51,19 @@ def create_databases(bed: Testbed, names: list[str]) -> dict[str, str]:
     return {name: bed.odbc(name) for name in names}
 
 
+def drop_databases(bed: Testbed, names: list[str]) -> None:
+    """Drop databases made by `create_databases` (a test's estate, once it is over)."""
+    import pyodbc
+
+    conn = pyodbc.connect(bed.odbc(), autocommit=True)
+    try:
+        for name in names:
+            if re.match(r"^[a-z_][a-z0-9_]{0,62}$", name):
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        conn.close()
+
+
 @dataclass
 class Process:
     name: str
@@ -93,6 +106,7 @@ class Fleet:
     odbc: dict[str, str] = field(default_factory=dict)
     fleet_file: Path | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False)  # the token and connection strings
+    databases: list[str] = field(default_factory=list)  # the PostgreSQL databases made for it
 
     def url(self, server: str) -> str:
         return str(self.endpoints["servers"][server]["url"])
@@ -164,7 +178,7 @@ def start_fleet(bed: Testbed, fleet_file: Path, work: Path, *, settle: float = 1
     cmd = [_bin("uwm-sim"), "fleet", str(fleet_file), "--json", "--ephemeral-ports", "--reset"]
     process, endpoints = _spawn_fleet(cmd, env, work / "fleet.log", timeout)
     return Fleet(process, endpoints, token, odbc[f"{prefix}_state"], {name: odbc[db] for name, db in db_names.items()},
-                 fleet_file, env)
+                 fleet_file, env, [*db_names.values(), f"{prefix}_state"])
 
 
 @dataclass
