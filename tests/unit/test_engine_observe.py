@@ -55,3 +55,12 @@ def test_agent_state_maps_to_the_core_observation() -> None:
     obs = server_observation(MS1, state)
     assert obs.phase is ServerPhase.STARTING  # an unknown phase is never taken for Running
     assert (obs.load_balanced, obs.in_rotation, obs.version) == (True, False, "2023.1")
+
+
+async def test_a_confirming_page_still_says_why_it_last_failed() -> None:
+    pages = ScriptedPages([(False, "2023.1"), (True, "2023.1")])
+    estate = Estate(pages, {})  # type: ignore[arg-type]
+    failed = await _health(estate, MS1, T0, 1.0)
+    ok = await _health(estate, MS1, T0 + dt.timedelta(seconds=1), 1.0)
+    assert failed.detail.startswith("status page answered 503")
+    assert ok.ok and "last failed with answered 503" in ok.detail

@@ -40,6 +40,7 @@ class Streak:
     streak: HealthStreak = field(default_factory=HealthStreak)
     version: str | None = None
     last: HealthObservation | None = None
+    last_failure: str | None = None  # why the page last failed to confirm (kept: a flapping page's reason)
 
 
 @dataclass
@@ -151,12 +152,16 @@ async def _health(estate: Estate, server: Server, now: datetime, period: float) 
     if memo.last is not None and not memo.streak.due(now, period):
         return memo.last
     page = await estate.servers.status_page(server.name, server.url, server.kind.value)
-    streak = memo.streak if page.version == memo.version else HealthStreak(0, memo.streak.last_poll)
-    memo.streak = streak.record(page.ok, now)
+    if page.version != memo.version:
+        memo.streak, memo.last_failure = HealthStreak(0, memo.streak.last_poll), None
+    memo.streak = memo.streak.record(page.ok, now)
     memo.version = page.version
     if not page.ok:
         metrics.HEALTH_CHECK_FAILURES.labels(server.name).inc()
-    detail = page.summary if page.ok else f"status page answered {page.http_status or 'nothing'}: {page.summary}"
+        memo.last_failure = f"answered {page.http_status or 'nothing'}: {page.summary}"
+        detail = f"status page {memo.last_failure}"
+    else:
+        detail = page.summary + (f"; it last failed with {memo.last_failure}" if memo.last_failure else "")
     memo.last = HealthObservation(page.ok, memo.streak.consecutive, page.version, detail)
     return memo.last
 
