@@ -117,3 +117,19 @@ async def test_backup_time_is_utc_and_says_so(new_database: str) -> None:
     info = await Database("mgmt-db", new_database).backup("plan1-h1")
     assert info.taken_at is not None and info.taken_at.tzinfo is not None  # recorded as it is, not guessed
     assert abs((info.taken_at - before).total_seconds()) < 60
+
+
+async def test_snapshot_reads_everything_the_operator_polls_in_one_go(new_database: str) -> None:
+    _seed(new_database)
+    db = Database("mgmt-db", new_database)
+    empty = await db.snapshot(["plan1-h1"])
+    assert (empty.schema_version, empty.lock_holder, empty.backups) == ("2021.1", None, ())  # no uwm_backups yet
+    conn = pyodbc.connect(new_database)
+    assert conn.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'uwm_backups'"
+                        ).fetchone()[0] == 0  # looking created nothing
+    conn.close()
+    taken = await db.backup("plan1-h1")
+    _migrate_badly(new_database)
+    seen = await db.snapshot(["plan1-h1", "plan1-h2"])
+    assert (seen.schema_version, seen.lock_holder) == ("2022.1", "ms-1")
+    assert [(b.id, b.verified, b.taken_at) for b in seen.backups] == [("plan1-h1", True, taken.taken_at)]

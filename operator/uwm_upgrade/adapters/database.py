@@ -65,6 +65,13 @@ def redact(message: str, connection_string: str) -> str:
     return re.sub(r"(?i)(pwd|password)=[^;\s]*", r"\1=***", out)
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    schema_version: str | None
+    lock_holder: str | None
+    backups: tuple[BackupInfo, ...]
+
+
 class Database:
     """One UWM database named ``name`` (the spec's `databases[].name`), reached by ``connection_string``."""
 
@@ -128,6 +135,27 @@ class Database:
             count, digest = conn.execute(self.dialect.table_checksum(physical)).fetchone()
             parts.append(f"{logical}:{count}:{digest}")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+    async def snapshot(self, backup_ids: list[str]) -> Snapshot:
+        """What the operator looks at every turn, in one connection: schema version, lock holder and the
+        recorded backups among ``backup_ids``. Backups are not re-verified here (a RESTORE VERIFYONLY of
+        a large database every poll would be ruinous): taking and restoring one verify it."""
+        for bid in backup_ids:
+            _check_id(bid)
+
+        def q(conn: pyodbc.Connection) -> Snapshot:
+            row = conn.execute("SELECT schema_version FROM uwm_schema_info WHERE id = 1").fetchone()
+            lock = conn.execute("SELECT holder FROM uwm_schema_lock WHERE id = 1").fetchone()
+            backups: list[BackupInfo] = []
+            if backup_ids and "uwm_backups" in self._all_tables(conn):
+                marks = ", ".join("?" for _ in backup_ids)
+                for b in conn.execute(f"SELECT id, taken_at, schema_version, checksum, verified FROM uwm_backups "
+                                      f"WHERE id IN ({marks}) ORDER BY id", *backup_ids).fetchall():
+                    backups.append(BackupInfo(str(b[0]), _utc(b[1]), b[2], str(b[3]), bool(b[4])))
+            return Snapshot(None if row is None else str(row[0]),
+                            None if lock is None or lock[0] is None else str(lock[0]), tuple(backups))
+
+        return await self._run(q)
 
     async def find_backup(self, backup_id: str) -> BackupInfo | None:
         """The backup ``backup_id`` if it exists, re-verified now."""

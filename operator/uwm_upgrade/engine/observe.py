@@ -115,11 +115,11 @@ async def _database(estate: Estate, spec: UpgradePlanSpec, status: UpgradePlanSt
                     name: str) -> DatabaseObservation | ObservationGap:
     db = estate.databases[name]
     try:
-        version = await db.schema_version()
-        holder = await db.lock_holder()
-        backups = await _backups(db, spec, status)
+        seen = await db.snapshot(_backup_ids(spec, status))
     except DatabaseError as exc:
         return ObservationGap(Where(database=name), str(exc))
+    version, holder = seen.schema_version, seen.lock_holder
+    backups = tuple(BackupObservation(b.id, b.verified, b.taken_at, b.schema_version) for b in seen.backups)
     if version is None:
         return ObservationGap(Where(database=name), f"database {name} has no schema version (uwm_schema_info)")
     portal, required = None, False
@@ -136,15 +136,11 @@ async def _database(estate: Estate, spec: UpgradePlanSpec, status: UpgradePlanSt
                                migration=_migration(portal), backups=backups)
 
 
-async def _backups(db: Database, spec: UpgradePlanSpec, status: UpgradePlanStatus) -> tuple[BackupObservation, ...]:
+def _backup_ids(spec: UpgradePlanSpec, status: UpgradePlanStatus) -> list[str]:
+    """The ids this run's backups have (one per hop so far); none before the run started."""
     if not spec.backup.enabled or not status.plan_hash or status.started_at is None:
-        return ()
-    found = []
-    for hop in range(1, max(status.current_hop, 1) + 1):
-        info = await db.find_backup(backup_id(status.plan_hash, status.started_at, hop))
-        if info is not None:
-            found.append(BackupObservation(info.id, info.verified, info.taken_at, info.schema_version))
-    return tuple(found)
+        return []
+    return [backup_id(status.plan_hash, status.started_at, hop) for hop in range(1, max(status.current_hop, 1) + 1)]
 
 
 async def _health(estate: Estate, server: Server, now: datetime, period: float) -> HealthObservation:
