@@ -1,56 +1,54 @@
-"""`uwm-upgrade`: the operator (`run`) and the local test bed (`testbed up|down|status|build`)."""
+"""`uwm-upgrade`: what the operator's users run (`run`, `--version`); the developers' tools are `uwm-dev`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
+
+from .adapters.server_policy import PolicyError, ServerPolicy
+from .engine.leader import DEFAULT_LEASE_NAME
+from .engine.selector import SelectorError, parse
+from .settings import LogFormat, Settings, SettingsError
 
 
-def _testbed(args: argparse.Namespace) -> int:
-    from .testbed import assets
-    from .testbed.bed import Testbed
-
-    bed = Testbed.at(args.dir)
+def _version() -> str:
     try:
-        if args.action == "up":
-            bed.up()
-            print(bed.describe())
-        elif args.action == "down":
-            bed.down()
-        elif args.action == "status":
-            print(bed.describe())
-            return 0 if bed.healthy() else 1
-        elif args.action == "build":
-            print(assets.resolve())
-    except (assets.AssetError, RuntimeError) as exc:
-        print(f"uwm-upgrade testbed {args.action}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return metadata.version("uwm-upgrade-operator")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """`uwm-upgrade run`'s flags as the operator's settings; a bad value raises SettingsError naming its flag."""
+    try:
+        selector = parse(args.selector)
+        policy = ServerPolicy.parse(args.allow_server_host, args.allow_server_cidr, args.allow_insecure_http)
+    except (SelectorError, PolicyError) as exc:
+        raise SettingsError(str(exc)) from None
+    return Settings(namespaces=tuple(args.namespace), all_namespaces=args.all_namespaces, selector=selector,
+                    log_format=LogFormat(args.log_format), verbose=args.verbose, liveness_port=args.liveness_port,
+                    metrics_port=args.metrics_port, standalone=args.standalone, install_timeout=args.install_timeout,
+                    server_policy=policy, lease_name=args.lease_name, lease_seconds=args.lease_seconds,
+                    replication_timeout=args.replication_timeout)
 
 
 def _run(args: argparse.Namespace) -> int:
     from .runner import run_operator
 
-    return run_operator(
-        namespaces=args.namespace, all_namespaces=args.all_namespaces, selector=args.selector,
-        log_format=args.log_format, verbose=args.verbose, liveness_port=args.liveness_port,
-        metrics_port=args.metrics_port, standalone=args.standalone, install_timeout=args.install_timeout,
-    )
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run
-
-    return run(timeout=args.timeout, settle=args.settle_seconds, install=args.install_seconds)
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as exc:
+        print(f"uwm-upgrade run: {exc}", file=sys.stderr)
+        return 2
+    return run_operator(settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uwm-upgrade", description=__doc__)
+    parser = argparse.ArgumentParser(prog="uwm-upgrade", description="The UWM upgrade operator: upgrades a User "
+                                     "Workspace Manager estate as the vendor's upgrade guide demands.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    tb = sub.add_parser("testbed", help="a local control plane and PostgreSQL (envtest style)")
-    tb.add_argument("action", choices=["up", "down", "status", "build"])
-    tb.add_argument("--dir", default=".testbed", help="where the test bed keeps its state (default: .testbed)")
-    tb.set_defaults(func=_testbed)
     run = sub.add_parser("run", help="run the operator (kopf) against the current kubeconfig or in-cluster")
     scope = run.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[],
@@ -58,19 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch the whole cluster")
     run.add_argument("-l", "--selector", default="",
                      help="only plans whose labels match, e.g. 'team=vdi,env!=prod' (=, ==, !=, key, !key)")
-    run.add_argument("--log-format", choices=["plain", "full", "json"], default="plain")
+    run.add_argument("--log-format", choices=[f.value for f in LogFormat], default=LogFormat.PLAIN.value)
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--liveness-port", type=int, default=8080, help="serves /healthz (0 disables)")
     run.add_argument("--metrics-port", type=int, default=9090, help="serves Prometheus /metrics (0 disables)")
-    run.add_argument("--standalone", action="store_true", help="no peering with other operator replicas")
+    run.add_argument("--standalone", action="store_true",
+                     help="no leader election: act on every plan seen (run one replica only)")
+    run.add_argument("--lease-name", default=DEFAULT_LEASE_NAME,
+                     help="the Lease replicas elect their leader by, one per namespace of plans (default %(default)s)")
+    run.add_argument("--lease-seconds", type=float, default=15.0, metavar="SECONDS",
+                     help="how long an unrenewed leadership lasts; a standby takes over within it (default 15)")
     run.add_argument("--install-timeout", type=float, default=None, metavar="SECONDS",
                      help="fail a server's install step after this long (default 1800)")
+    run.add_argument("--allow-server-host", action="append", default=[], metavar="PATTERN",
+                     help="plans' servers may be on hosts matching this pattern, e.g. '*.uwm.corp.example' "
+                     "(repeatable; with none and no --allow-server-cidr: any host, with a warning)")
+    run.add_argument("--allow-server-cidr", action="append", default=[], metavar="CIDR",
+                     help="plans' servers may be at addresses in this range, e.g. 10.20.0.0/16 (repeatable)")
+    run.add_argument("--allow-insecure-http", action="store_true",
+                     help="allow plain-http servers for calls that carry the agent token (test beds only)")
+    run.add_argument("--replication-timeout", type=float, default=None, metavar="SECONDS",
+                     help="fail the subscribers' catch-up step after this long (default 900)")
     run.set_defaults(func=_run)
-    demo = sub.add_parser("demo", help="test bed + simulated estate + operator + the example plan, shown live")
-    demo.add_argument("--timeout", type=float, default=900.0)
-    demo.add_argument("--settle-seconds", type=float, default=1.0, help="the simulators' settle delay")
-    demo.add_argument("--install-seconds", type=float, default=1.0, help="the simulators' install time")
-    demo.set_defaults(func=_demo)
     return parser
 
 

@@ -2,37 +2,48 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import replace
 from typing import Any
 
 import kopf
 
 from .adapters.kube import GROUP, PLURAL, VERSION, Kube, load_config
-from .engine import deletion, reconciler
-from .engine.selector import parse
+from .engine import deletion, overlap, reconciler
+from .engine.leader import Leadership, LeaseLeadership, LeaseSettings, Standalone
+from .engine.runtime import LOOP_LIMITS, Runtime
 from .engine.teardown import MustWaitError
+from .settings import settings_of
 
-SELECTOR = parse(os.environ.get("UWM_UPGRADE_SELECTOR", ""))
 
+def selected(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
+    """The `when=` filter of the daemon and the delete handler: the plans `--selector` picks.
 
-def selected(labels: kopf.Labels, **_: Any) -> bool:
-    return SELECTOR.matches(labels)
+    kopf calls a `when=` filter with the same keyword arguments as the handler it guards, `memo` among
+    them: in kopf 1.45's source, `_core/intents/registries.py` `_matches_filter_callback` returns
+    `handler.when(**cause.kwargs)`, and every cause carries `memo` (as designed in kopf issue #98:
+    filters are called through the handlers' invocation protocol). Per plan that memo is a shallow copy
+    of the one given to `kopf.run()` (`_core/reactor/inventory.py`: `copy.copy(memobase)`), so it holds
+    the same Settings. tests/unit/test_settings.py runs kopf's own matching to hold this.
+    """
+    return settings_of(memo).selector.matches(labels)
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """kopf's own settings (``settings``: persistence, posting, watching) and the engine's `Runtime`, both
+    from the operator's Settings in the memo."""
+    ours = settings_of(memo)
     settings.persistence.finalizer = "upgrade.uwm.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="upgrade.uwm.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="upgrade.uwm.io")
     settings.posting.level = 30  # kopf's own events: warnings and errors only; the engine posts step events
     settings.watching.server_timeout = 300
-    settings.scanning.disabled = os.environ.get("UWM_UPGRADE_SCANNING", "on") == "off"
+    settings.scanning.disabled = not ours.scans_namespaces
     load_config()
-    runtime = reconciler.Runtime(Kube())
-    if os.environ.get("UWM_UPGRADE_INSTALL_TIMEOUT"):
-        runtime.limits = replace(runtime.limits, install_seconds=float(os.environ["UWM_UPGRADE_INSTALL_TIMEOUT"]))
-    memo.runtime = runtime
+    kube = Kube()
+    leadership: Leadership = Standalone() if ours.standalone else LeaseLeadership(
+        kube, LeaseSettings(name=ours.lease_name, seconds=ours.lease_seconds))
+    memo.runtime = Runtime(kube, limits=ours.limits(LOOP_LIMITS), policy=ours.server_policy, leadership=leadership,
+                           scope=ours.scope)
 
 
 @kopf.on.cleanup()
@@ -43,8 +54,16 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 # On deletion or shutdown the loop is asked to stop (`stopped`) and given 30 s to finish the action in
 # flight and return (`cancellation_backoff`); only then is it cancelled. Without the backoff kopf cancels
 # it at once, in the middle of an effect (a request may still land after the teardown looked).
+@kopf.index(GROUP, VERSION, PLURAL)
+def upgradeplans(body: kopf.Body, namespace: str | None, name: str | None, **_: Any) -> dict[Any, Any]:
+    """Every plan this operator watches (selected or not), as the overlap check reads it: kept current by
+    kopf's watch, so no plan lists all the others each turn."""
+    return {(namespace, name): overlap.indexed(body)}
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, when=selected, cancellation_backoff=30.0, cancellation_timeout=30.0)
-async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **kwargs: Any) -> None:
+    memo.runtime.plans = kwargs.get("upgradeplans")  # the index above, as kopf hands it to every handler
     await reconciler.drive(memo.runtime, body, stopped, logger)
 
 

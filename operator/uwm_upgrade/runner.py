@@ -1,45 +1,45 @@
-"""`uwm-upgrade run`: configure logging, metrics and kopf from the command line, then run the handlers."""
+"""`uwm-upgrade run`: configure logging, metrics and kopf from the operator's settings, then run the handlers.
+
+The settings go to kopf as its memo: every handler gets them (and the startup handler builds the engine's
+`Runtime` from them), so nothing is passed through environment variables.
+
+kopf always runs standalone (no KopfPeering): its peering freezes every operator of the same priority,
+which is not leader election. Replicas elect their leader by a Lease instead (`engine/leader.py`), unless
+`--standalone` says this process is the only one.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
+
+from .settings import Settings
 
 
-def run_operator(namespaces: list[str], all_namespaces: bool, selector: str, log_format: str, verbose: bool,
-                 liveness_port: int, metrics_port: int, standalone: bool, install_timeout: float | None = None) -> int:
-    from .engine import metrics
-    from .engine.selector import SelectorError, parse
-
-    try:
-        parse(selector)
-    except SelectorError as exc:
-        print(f"uwm-upgrade run: {exc}", file=sys.stderr)
-        return 2
-    os.environ["UWM_UPGRADE_SELECTOR"] = selector
-    exact = bool(namespaces) and not any(ch in ns for ns in namespaces for ch in "*?[!")
-    os.environ["UWM_UPGRADE_SCANNING"] = "off" if exact else "on"
-    if install_timeout is not None:
-        if install_timeout <= 0:
-            print("uwm-upgrade run: --install-timeout must be positive", file=sys.stderr)
-            return 2
-        os.environ["UWM_UPGRADE_INSTALL_TIMEOUT"] = str(install_timeout)
-
+def run_operator(settings: Settings) -> int:
     import kopf
 
-    kopf.configure(verbose=verbose, log_format=kopf.LogFormat[log_format.upper()], log_prefix=True)
+    from .engine import metrics
+
+    kopf.configure(verbose=settings.verbose, log_format=kopf.LogFormat[settings.log_format.name], log_prefix=True)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
-    if metrics_port:
-        metrics.serve(metrics_port)
+    log = logging.getLogger("uwm_upgrade")
+    if settings.server_policy.restricted and not settings.server_policy.allow_insecure_http:
+        log.info("%s", settings.server_policy.describe())
+    else:
+        log.warning("%s%s", settings.server_policy.describe(), "" if settings.server_policy.restricted else
+                    ": any plan may point the operator, and its agent token, at any address it can reach;"
+                    " restrict it with --allow-server-host / --allow-server-cidr")
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
     from . import handlers  # registers the handlers
 
     del handlers
     kopf.run(
-        standalone=standalone,
-        clusterwide=all_namespaces or not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
+        standalone=True,  # kopf's peering is not used: the Lease election is (engine/leader.py)
+        clusterwide=settings.cluster_wide,
+        namespaces=list(settings.namespaces),
+        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None,
+        memo=kopf.Memo(settings=settings),
     )
     return 0

@@ -8,27 +8,44 @@ The bearer token is checked by the app's middleware before any of these run.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
 
+from . import fault_ops
 from . import journal as journal_mod
+from .guards import MAX_JSON_DEPTH, json_depth_exceeds
 from .keys import RUNTIME
 from .service import Outcome
+from .watch import MAX_WAIT_SECONDS, state_after
+
+VERSION = re.compile(r"^[0-9A-Za-z]{1,64}$")
 
 
 class BadRequestError(Exception):
     pass
 
 
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON; 400 (`BadRequestError`) when it is not JSON or is nested too deeply."""
+    too_deep = BadRequestError(f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise too_deep from None
+    except ValueError:
+        raise BadRequestError("body: not valid JSON") from None
+    if json_depth_exceeds(value):
+        raise too_deep
+    return value
+
+
 async def body_of(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
         return {}
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise BadRequestError("body: not valid JSON") from None
+    return parse_json(raw)
 
 
 def reply(outcome: Outcome) -> web.Response:
@@ -36,7 +53,16 @@ def reply(outcome: Outcome) -> web.Response:
 
 
 async def get_state(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[RUNTIME].state())
+    """The state; with `waitForChange=SECONDS` (and `since=VERSION`, a `stateVersion` the client has), once
+    it differs from that version or after SECONDS at the latest (`watch.py`)."""
+    rt = request.app[RUNTIME]
+    if "waitForChange" not in request.query:
+        return web.json_response(await rt.state())
+    seconds = _int_param(request, "waitForChange", 0, 0, MAX_WAIT_SECONDS)
+    since = request.query.get("since") or None
+    if since is not None and not VERSION.match(since):
+        raise BadRequestError("since: a stateVersion (up to 64 letters and digits) is required")
+    return web.json_response(await state_after(rt, since, seconds))
 
 
 async def post_install(request: web.Request) -> web.Response:
@@ -52,11 +78,11 @@ async def post_rotation(request: web.Request) -> web.Response:
 
 
 async def post_faults(request: web.Request) -> web.Response:
-    return reply(await request.app[RUNTIME].add_fault(await body_of(request)))
+    return reply(await fault_ops.add_fault(request.app[RUNTIME], await body_of(request)))
 
 
 async def delete_faults(request: web.Request) -> web.Response:
-    return reply(await request.app[RUNTIME].clear_faults())
+    return reply(await fault_ops.clear_faults(request.app[RUNTIME]))
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:

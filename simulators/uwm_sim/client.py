@@ -75,8 +75,13 @@ class AgentClient:
                 parsed = json.loads(text) if text else None
             return Reply(resp.status, parsed, text)
 
-    async def state(self) -> Reply:
-        return await self.request("GET", "/agent/v1/state")
+    async def state(self, wait_for_change: int | None = None, since: str | None = None) -> Reply:
+        """The state; with `wait_for_change`, once its `stateVersion` is no longer `since` (or after that
+        many seconds)."""
+        if wait_for_change is None:
+            return await self.request("GET", "/agent/v1/state")
+        query = f"?waitForChange={wait_for_change}" + (f"&since={since}" if since else "")
+        return await self.request("GET", "/agent/v1/state" + query)
 
     async def install(self, version: str) -> Reply:
         return await self.request("POST", "/agent/v1/install", {"version": version})

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from .config import FleetConfig
 from .estate import Phase, Refusal
 from .store import CLIENTS
+from .websites import HostWebsites, host_of_server
 
 RULE_CUT_OFF = "clients-cut-off"
 RULE_NOT_IN_FAILOVER = "not-in-failover-list"
@@ -35,7 +36,8 @@ RULE_NOT_SERVING = "not-serving"
 DEFAULT_WEBSITE = "Default Web Site"
 CLIENTS_TABLE = CLIENTS
 CLIENT_OPS = frozenset({"clients-init", "clients-update", "failover-add", "failover-remove", "agent-redeploy",
-                        "policy-deploy", "virtual-host-add", "dns-switch", "server-online", "server-offline"})
+                        "policy-deploy", "virtual-host-add", "dns-switch", "default-website", "host-header-remove",
+                        "server-online", "server-offline"})
 
 
 class BadClientRequest(ValueError):  # noqa: N818 -- answered as a 400 naming the field
@@ -49,6 +51,7 @@ class ServerInfo:
     name: str
     kind: str
     url: str | None = None
+    root_apps: tuple[str, ...] = ()  # other applications using the root of its website
 
 
 @dataclass(frozen=True)
@@ -56,27 +59,41 @@ class ClientConfig:
     failover: tuple[str, ...] = ()                       # Management Server names, in order
     agent: str | None = None                             # the server the Deployment Agent was deployed with
     agent_deployed_at: float | None = None
-    policy: tuple[dict[str, str], ...] = ()              # {"server": name} | {"virtualHost": host, "url": url}
+    agent_host: str | None = None                        # or the host whose default website it uses
+    agent_license: Mapping[str, Any] | None = None       # {"fingerprint", "bytes", "deployedAt"}, never the text
+    # {"server": name} | {"virtualHost": host, "url": url} | {"defaultWebsite": host, "url": url}
+    policy: tuple[dict[str, str], ...] = ()
     policy_version: int = 1
     policy_deployed_at: float | None = None
     virtual_hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     dns: Mapping[str, str] = field(default_factory=dict)  # host name -> server name
     online: Mapping[str, bool] = field(default_factory=dict)
+    websites: Mapping[str, HostWebsites] = field(default_factory=dict)  # host name -> its UWM websites
 
     def is_online(self, name: str | None, servers: Mapping[str, ServerInfo]) -> bool:
         return name is not None and name in servers and self.online.get(name, True)
 
+    def default_of(self, host: str | None) -> str | None:
+        """The server whose website is the default website of `host` (what `http://<host>` reaches)."""
+        site = self.websites.get(host or "")
+        return site.default if site is not None else None
+
     def to_json(self) -> dict[str, Any]:
         return {"failoverServers": list(self.failover), "deploymentAgent": self.agent,
-                "deploymentAgentDeployedAt": self.agent_deployed_at, "policy": [dict(p) for p in self.policy],
+                "deploymentAgentDeployedAt": self.agent_deployed_at, "deploymentAgentHost": self.agent_host,
+                "deploymentAgentLicense": dict(self.agent_license) if self.agent_license else None,
+                "policy": [dict(p) for p in self.policy],
                 "policyVersion": self.policy_version, "policyDeployedAt": self.policy_deployed_at,
                 "virtualHosts": {k: list(v) for k, v in sorted(self.virtual_hosts.items())},
-                "dnsRecords": dict(sorted(self.dns.items())), "online": dict(sorted(self.online.items()))}
+                "dnsRecords": dict(sorted(self.dns.items())), "online": dict(sorted(self.online.items())),
+                "websites": {h: w.to_json() for h, w in sorted(self.websites.items())}}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ClientConfig:
         return cls(failover=tuple(data.get("failoverServers") or ()), agent=data.get("deploymentAgent"),
-                   agent_deployed_at=data.get("deploymentAgentDeployedAt"),
+                   agent_deployed_at=data.get("deploymentAgentDeployedAt"), agent_host=data.get("deploymentAgentHost"),
+                   agent_license=data.get("deploymentAgentLicense"),
+                   websites={h: HostWebsites.from_json(w) for h, w in (data.get("websites") or {}).items()},
                    policy=tuple(dict(p) for p in data.get("policy") or ()),
                    policy_version=int(data.get("policyVersion") or 1),
                    policy_deployed_at=data.get("policyDeployedAt"),
@@ -108,17 +125,38 @@ def _why_not(cfg: ClientConfig, name: str, servers: Mapping[str, ServerInfo]) ->
     return f"{name}, which is offline"
 
 
+def _default_website(cfg: ClientConfig, host: str, servers: Mapping[str, ServerInfo]) -> tuple[str | None, str]:
+    """What `http://<host>` reaches: the default website's server if it is online, else None and why."""
+    target = cfg.default_of(host)
+    if target is None:
+        return None, f"{host} has no default website"
+    if not cfg.is_online(target, servers):
+        return None, f"the default website of {host} is {_why_not(cfg, target, servers)}"
+    return target, ""
+
+
+def _agent(cfg: ClientConfig, servers: Mapping[str, ServerInfo]) -> Pointer:
+    """The Deployment Agent: the server (or the host's default website) it was deployed with, else the
+    first online server of its Failover Server List."""
+    if cfg.agent_host is not None:
+        holds = f"http://{cfg.agent_host}"
+        direct, why = _default_website(cfg, cfg.agent_host, servers)
+        why = f"the Deployment Agent points at {holds}: {why}"
+    else:
+        holds, direct = cfg.agent or "", cfg.agent if cfg.is_online(cfg.agent, servers) else None
+        why = f"the Deployment Agent points at {_why_not(cfg, holds, servers)}"
+    if direct is not None:
+        return Pointer("deploymentAgent", holds, direct)
+    spare = next((n for n in cfg.failover if cfg.is_online(n, servers)), None)
+    return Pointer("deploymentAgent", holds, spare,
+                   None if spare else f"{why}, and no server of its Failover Server List is online")
+
+
 def pointers(cfg: ClientConfig, servers: Mapping[str, ServerInfo]) -> list[Pointer]:
     """Every client of the estate and the server it reaches now (the Deployment Agent fails over in list order)."""
     found: list[Pointer] = []
-    if cfg.agent is not None:
-        if cfg.is_online(cfg.agent, servers):
-            found.append(Pointer("deploymentAgent", cfg.agent, cfg.agent))
-        else:
-            spare = next((n for n in cfg.failover if cfg.is_online(n, servers)), None)
-            why = None if spare else (f"the Deployment Agent points at {_why_not(cfg, cfg.agent, servers)}, and no"
-                                      " server of its Failover Server List is online")
-            found.append(Pointer("deploymentAgent", cfg.agent, spare, why))
+    if cfg.agent is not None or cfg.agent_host is not None:
+        found.append(_agent(cfg, servers))
     for i, entry in enumerate(cfg.policy):
         client = f"policy[{i}]"
         if "server" in entry:
@@ -126,6 +164,11 @@ def pointers(cfg: ClientConfig, servers: Mapping[str, ServerInfo]) -> list[Point
             ok = cfg.is_online(name, servers)
             found.append(Pointer(client, name, name if ok else None,
                                  None if ok else f"the policy points at {_why_not(cfg, name, servers)}"))
+            continue
+        if "defaultWebsite" in entry:
+            host = entry["defaultWebsite"]
+            reached, why = _default_website(cfg, host, servers)
+            found.append(Pointer(client, host, reached, None if reached else why))
             continue
         host = entry.get("virtualHost", "")
         target = cfg.dns.get(host)
@@ -170,7 +213,8 @@ def server_at(servers: Mapping[str, ServerInfo], url: Any, kind: str | None, fie
 
 
 def policy_entry(cfg: ClientConfig, servers: Mapping[str, ServerInfo], url: Any, index: int) -> dict[str, str]:
-    """A policy URL as stored: a Personalization Server's own URL, or a virtual host name with a DNS record."""
+    """A policy URL as stored: a Personalization Server's own URL, a virtual host name with a DNS record, or
+    a host whose default website clients reach."""
     where = f"urls[{index}]"
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise BadClientRequest(f"{where}: an http(s) URL is required")
@@ -180,15 +224,17 @@ def policy_entry(cfg: ClientConfig, servers: Mapping[str, ServerInfo], url: Any,
         host = (urlsplit(url).hostname or "").lower()
         if host in cfg.dns:
             return {"virtualHost": host, "url": url}
-        raise BadClientRequest(f"{where}: {url} is neither a Personalization Server of the estate nor a virtual"
-                               " host with a DNS record") from None
+        if host in cfg.websites:
+            return {"defaultWebsite": host, "url": url}
+        raise BadClientRequest(f"{where}: {url} is neither a Personalization Server of the estate, nor a virtual"
+                               " host with a DNS record, nor a host with websites") from None
 
 
 def entry_url(entry: Mapping[str, str], servers: Mapping[str, ServerInfo]) -> str | None:
     if "server" in entry:
         info = servers.get(entry["server"])
         return info.url if info else None
-    return entry.get("url") or f"http://{entry.get('virtualHost')}"
+    return entry.get("url") or f"http://{entry.get('virtualHost') or entry.get('defaultWebsite')}"
 
 
 def check_website(kind: str, website: str, other_apps: Sequence[str]) -> None:
@@ -236,16 +282,27 @@ def initial(config: FleetConfig, now: float) -> ClientConfig:
     c = config.clients
     up = [s for s in config.servers if s.online]
     failover = c.failover_servers if c.failover_servers is not None else [s.name for s in up if s.kind == "Management"]
-    agent = c.deployment_agent if c.deployment_agent is not None else next(iter(failover), None)
+    agent_host = c.deployment_agent_host
+    agent = c.deployment_agent if c.deployment_agent is not None or agent_host else next(iter(failover), None)
     if c.policy is not None:
-        policy = tuple({"server": e.server} if e.server is not None else
-                       {"virtualHost": e.virtual_host or "", "url": f"http://{e.virtual_host}"} for e in c.policy)
+        policy = tuple(_policy_entry(e.server, e.virtual_host, e.default_website) for e in c.policy)
     else:
         policy = tuple({"server": s.name} for s in up if s.kind == "Personalization")
-    return ClientConfig(failover=tuple(failover), agent=agent, agent_deployed_at=now if agent else None,
-                        policy=policy, policy_deployed_at=now if policy else None,
+    deployed = agent is not None or agent_host is not None
+    return ClientConfig(failover=tuple(failover), agent=agent, agent_deployed_at=now if deployed else None,
+                        agent_host=agent_host, policy=policy, policy_deployed_at=now if policy else None,
                         virtual_hosts={k: tuple(v) for k, v in c.virtual_hosts.items()}, dns=dict(c.dns_records),
-                        online={s.name: s.online for s in config.servers})
+                        online={s.name: s.online for s in config.servers},
+                        websites={h: HostWebsites(w.default_website, dict(w.host_headers))
+                                  for h, w in c.websites.items()})
+
+
+def _policy_entry(server: str | None, virtual_host: str | None, default_website: str | None) -> dict[str, str]:
+    if server is not None:
+        return {"server": server}
+    if virtual_host is not None:
+        return {"virtualHost": virtual_host, "url": f"http://{virtual_host}"}
+    return {"defaultWebsite": default_website or "", "url": f"http://{default_website}"}
 
 
 def load(cur: Any) -> ClientConfig | None:
@@ -261,9 +318,10 @@ def save(cur: Any, cfg: ClientConfig, now: float) -> None:
         cur.execute(f"INSERT INTO {CLIENTS_TABLE} (id, doc, updated_at) VALUES (1, ?, ?)", doc, now)
 
 
-def servers_of(rows: Iterable[Any]) -> dict[str, ServerInfo]:
-    """`ServerInfo` by name from `store.list_servers` rows."""
-    return {s.name: ServerInfo(s.name, s.kind, s.url) for s in rows}
+def servers_of(rows: Iterable[Any], config: FleetConfig | None = None) -> dict[str, ServerInfo]:
+    """`ServerInfo` by name from `store.list_servers` rows (with the fleet file's root applications)."""
+    apps = {s.name: tuple(s.other_apps_in_root) for s in config.servers} if config is not None else {}
+    return {s.name: ServerInfo(s.name, s.kind, s.url, apps.get(s.name, ())) for s in rows}
 
 
 def render(cfg: ClientConfig, servers: Mapping[str, ServerInfo]) -> dict[str, Any]:
@@ -274,20 +332,36 @@ def render(cfg: ClientConfig, servers: Mapping[str, ServerInfo]) -> dict[str, An
 
     found = pointers(cfg, servers)
     agent = next((p for p in found if p.client == "deploymentAgent"), None)
+    license_ = cfg.agent_license
     return {
         "failoverServers": [{"server": n, "url": url(n), "online": cfg.is_online(n, servers)} for n in cfg.failover],
-        "deploymentAgent": None if cfg.agent is None else {
-            "server": cfg.agent, "url": url(cfg.agent), "deployedAt": cfg.agent_deployed_at,
-            "reaches": agent.server if agent else None, "reachesUrl": url(agent.server if agent else None)},
+        "deploymentAgent": None if agent is None else {
+            "server": cfg.agent, "host": cfg.agent_host,
+            "url": f"http://{cfg.agent_host}" if cfg.agent_host else url(cfg.agent),
+            "deployedAt": cfg.agent_deployed_at, "reaches": agent.server, "reachesUrl": url(agent.server),
+            "license": None if not license_ else {"fingerprint": license_.get("fingerprint"),
+                                                  "deployedAt": license_.get("deployedAt")}},
         "policy": {"version": cfg.policy_version, "deployedAt": cfg.policy_deployed_at,
                    "urls": [entry_url(e, servers) for e in cfg.policy]},
         "virtualHosts": {k: list(v) for k, v in sorted(cfg.virtual_hosts.items())},
         "dnsRecords": {h: {"server": n, "url": url(n)} for h, n in sorted(cfg.dns.items())},
+        "websites": {h: {"defaultWebsite": w.default, "defaultWebsiteUrl": url(w.default),
+                         "hostHeaders": dict(sorted(w.host_headers.items()))} for h, w in sorted(cfg.websites.items())},
         "servers": {n: {"kind": s.kind, "url": s.url, "online": cfg.is_online(n, servers),
-                        "virtualHosts": list(cfg.virtual_hosts.get(n, ()))} for n, s in sorted(servers.items())},
+                        "virtualHosts": list(cfg.virtual_hosts.get(n, ())),
+                        "website": website_of(cfg, n)} for n, s in sorted(servers.items())},
         "clients": [p.to_json(servers) for p in found],
         "cutOff": [f"{p.client}: {p.cut_off}" for p in found if p.cut_off],
     }
+
+
+def website_of(cfg: ClientConfig, name: str) -> dict[str, Any] | None:
+    """Where `name`'s website is bound: its host, its host header (None: it is the host's default website)."""
+    host = host_of_server(cfg.websites, name)
+    if host is None:
+        return None
+    header = cfg.websites[host].host_headers.get(name)
+    return {"host": host, "hostHeader": header, "default": header is None}
 
 
 # ---------------------------------------------------------------- the journal

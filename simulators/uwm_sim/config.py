@@ -42,6 +42,8 @@ class Timing(_Model):
     migration_step_seconds: float = Field(1.0, ge=0, description="per catalog release the schema passes")
     caught_up_seconds: float = Field(2.0, ge=0, description="subscribers catch up this long after enabling")
     crash_restart_seconds: float = Field(2.0, ge=0, description="down time after an injected crash")
+    migration_retry_seconds: float = Field(120.0, ge=0, description="a migration whose database is unreachable "
+                                           "retries this long (one outage), then ends Failed")
 
 
 class Connection(_Model):
@@ -108,16 +110,26 @@ _HOST = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 
 
 class PolicyEntryConfig(_Model):
-    """One Personalization Server URL of the Environment Manager policy: a server, or a virtual host name."""
+    """One Personalization Server URL of the Environment Manager policy: a server, a virtual host name, or a
+    host whose default website clients reach (`http://<host>`)."""
 
     server: str | None = None
     virtual_host: str | None = Field(None, pattern=_HOST)
+    default_website: str | None = Field(None, pattern=_HOST)
 
     @model_validator(mode="after")
     def _one(self) -> PolicyEntryConfig:
-        if (self.server is None) == (self.virtual_host is None):
-            raise ValueError("give either server or virtualHost")
+        if [self.server, self.virtual_host, self.default_website].count(None) != 2:
+            raise ValueError("give one of server, virtualHost or defaultWebsite")
         return self
+
+
+class HostWebsitesConfig(_Model):
+    """The UWM websites of one host clients reach by name: its default website (the one without a host
+    header: `http://<host>` reaches it) and the websites with a host header (a new server beside it)."""
+
+    default_website: str | None = None
+    host_headers: dict[str, str] = {}
 
 
 class ClientsConfig(_Model):
@@ -129,9 +141,11 @@ class ClientsConfig(_Model):
 
     failover_servers: list[str] | None = None
     deployment_agent: str | None = None
+    deployment_agent_host: str | None = Field(None, pattern=_HOST, description="the agent uses http://<host>")
     policy: list[PolicyEntryConfig] | None = None
     virtual_hosts: dict[str, list[str]] = {}
     dns_records: dict[str, str] = {}
+    websites: dict[str, HostWebsitesConfig] = {}
 
 
 class FleetConfig(_Model):
@@ -221,8 +235,34 @@ class FleetConfig(_Model):
         for i, entry in enumerate(c.policy or []):
             if entry.server is not None:
                 need(entry.server, "Personalization", f"policy[{i}].server")
+            elif entry.default_website is not None:
+                if entry.default_website not in c.websites:
+                    raise ValueError(f"clients.policy[{i}].defaultWebsite: no websites entry for"
+                                     f" {entry.default_website!r}")
             elif entry.virtual_host not in c.dns_records:
                 raise ValueError(f"clients.policy[{i}].virtualHost: no dnsRecords entry for {entry.virtual_host!r}")
+        self._check_websites(kinds)
+
+    def _check_websites(self, kinds: Mapping[str, str]) -> None:
+        c = self.clients
+        if c.deployment_agent is not None and c.deployment_agent_host is not None:
+            raise ValueError("clients.deploymentAgentHost: give either deploymentAgent or deploymentAgentHost")
+        if c.deployment_agent_host is not None and c.deployment_agent_host not in c.websites:
+            raise ValueError(f"clients.deploymentAgentHost: no websites entry for {c.deployment_agent_host!r}")
+        placed: dict[str, str] = {}
+        for host, w in c.websites.items():
+            if not re.match(_HOST, host):
+                raise ValueError(f"clients.websites: {host!r} is not a host name")
+            names = [*([w.default_website] if w.default_website else []), *w.host_headers]
+            for name in names:
+                if name not in kinds:
+                    raise ValueError(f"clients.websites.{host}: {name!r} is not a server of the fleet")
+                if name in placed:
+                    raise ValueError(f"clients.websites.{host}: {name!r}'s website is already on {placed[name]}")
+                placed[name] = host
+            for name, header in w.host_headers.items():
+                if not re.match(_HOST, header):
+                    raise ValueError(f"clients.websites.{host}.hostHeaders.{name}: {header!r} is not a host name")
 
     def _check_token(self) -> None:
         if self.token_env:

@@ -83,6 +83,26 @@ def _close(conn: Any) -> None:
         conn.close()
 
 
+# What each open transaction will have done once it commits (by connection): the journal entries it
+# appended, handed to its database's `on_commit` after the commit (`watch.Changes`), dropped on rollback.
+_PENDING: dict[int, list[Any]] = {}
+_PENDING_LOCK = threading.Lock()
+
+
+def after_commit(cur: Any, items: list[Any]) -> None:
+    """Remember `items` for the transaction of `cur`, to be announced once it commits."""
+    conn = getattr(cur, "connection", None)
+    if conn is None:
+        return
+    with _PENDING_LOCK:
+        _PENDING.setdefault(id(conn), []).extend(items)
+
+
+def _take_pending(conn: Any) -> list[Any]:
+    with _PENDING_LOCK:
+        return _PENDING.pop(id(conn), [])
+
+
 class Database:
     """One ODBC database, named as in the fleet file; `call` runs work in a transaction."""
 
@@ -91,6 +111,7 @@ class Database:
         self.dialect = dialect
         self._secret = connection_string
         self.pool = Pool(connection_string, max_idle)
+        self.on_commit: Callable[[list[Any]], None] | None = None  # told what each committed transaction did
 
     def __repr__(self) -> str:
         return f"Database({self.name!r}, dialect={self.dialect.name})"
@@ -104,9 +125,13 @@ class Database:
                     yield conn
                     conn.commit()
                 except BaseException:
+                    _take_pending(conn)
                     with suppress(pyodbc.Error):
                         conn.rollback()
                     raise
+                done = _take_pending(conn)
+                if done and self.on_commit is not None:
+                    self.on_commit(done)
         except pyodbc.Error as exc:
             raise DatabaseError(f"database {self.name}: {redact(_describe(exc), self._secret)}") from None
 

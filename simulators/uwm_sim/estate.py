@@ -1,9 +1,10 @@
 """The upgrade guide's rules as pure functions over snapshots of the estate.
 
-Why pure: every rule (replication off before an install, at most 2 major releases per step, out of
-rotation before an upgrade, the schema lock-out, refusing service on a version mismatch) is decided
-here from plain data, so the rules are table-tested without a database or HTTP, and the views only
-gather a snapshot, ask, and journal the answer.
+Why pure: every rule (replication off before an install, at most 2 major releases per step, the whole
+load-balancer pool out of rotation before an upgrade, the database first, the schema lock-out, refusing
+service on a version mismatch, back into rotation only once the status page confirms) is decided here
+from plain data, so the rules are table-tested without a database or HTTP, and the views only gather a
+snapshot, ask, and journal the answer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ RULE_NO_ROLE = "no-replication-role"
 RULE_NOT_LB = "not-load-balanced"
 RULE_NO_UPDATES = "no-updates-required"
 RULE_FAILED = "install-failed"
+RULE_POOL_ROTATION = "pool-in-rotation"
+RULE_DATABASE_FIRST = "database-first"
+RULE_REPLICATION_LOCKED = "replication-schema-locked"
+RULE_GROUP_REPLICATION = "group-replication-enabled"
+RULE_NOT_CONFIRMED = "status-not-confirmed"
+
+# The tests a status page lists, in order (docs/contracts.md section 2a); the `test-fail` fault names one.
+STATUS_TESTS = ("Web service started and settled", "Installation complete", "Database connection",
+                "Database not locked for a schema upgrade", "Server release matches database schema")
 
 
 class Phase(StrEnum):
@@ -145,6 +155,27 @@ def compute_phase(me: ServerState, db: DatabaseState, catalog: Catalog, now: flo
     return Phase.RUNNING
 
 
+def status_tests(me: ServerState, db: DatabaseState, phase: Phase, now: float,
+                 settle: float) -> list[tuple[str, bool]]:
+    """The status page's tests (names of `STATUS_TESTS`) and whether each passes."""
+    passed = (phase is not Phase.STARTING and now - me.started_at >= settle,
+              not me.installing and not me.install_error,
+              db.reachable,
+              db.lock_holder is None,
+              db.schema_version == me.version)
+    return list(zip(STATUS_TESTS, passed, strict=True))
+
+
+def held_release(s: ServerState) -> str | None:
+    """The release a server runs or is installing; None when its install of the release it runs failed
+    (a failed install holds nothing new: it leaves the server at its previous release)."""
+    if s.installing:
+        return s.install_target
+    if s.install_error and s.install_target == s.version:
+        return None
+    return s.version
+
+
 def updates_required(me: ServerState, db: DatabaseState, catalog: Catalog) -> bool:
     cmp = catalog.compare(me.version, db.schema_version)
     return cmp is not None and cmp > 0 and not me.installing
@@ -167,8 +198,13 @@ def _enabled_in(group: Sequence[ServerState]) -> list[str]:
 
 
 def check_install(me: ServerState, target: str, catalog: Catalog, group: Sequence[ServerState],
-                  db: DatabaseState) -> bool:
-    """True to install, False for a no-op (already at `target`); raises `Refusal` when the guide forbids it."""
+                  db: DatabaseState, *, pool: Sequence[ServerState] = (), same_db: Sequence[ServerState] = (),
+                  replicated: Sequence[ServerState] = ()) -> bool:
+    """True to install, False for a no-op (already at `target`); raises `Refusal` when the guide forbids it.
+
+    `group`: its own replication group; `pool`: the members of its load-balancer pools; `same_db`: the servers
+    of its database; `replicated`: the members of every replication group with a server on its database.
+    """
     if catalog.position(target) is None:
         raise Refusal(RULE_UNKNOWN, f"release {target!r} is not in the catalog ({', '.join(catalog.releases)})")
     if me.installing:
@@ -188,17 +224,55 @@ def check_install(me: ServerState, target: str, catalog: Catalog, group: Sequenc
     if (catalog.compare(target, db.schema_version) or 0) > 0 and (schema_jump or 0) > MAX_MAJOR_JUMP:
         raise Refusal(RULE_JUMP, f"database {db.name} is at schema {db.schema_version}; {target} would need a "
                                  f"schema jump of {schema_jump} major releases; at most {MAX_MAJOR_JUMP} per step")
+    _check_replication_off(me, group, replicated, db)
+    _check_pool_out(me, pool)
+    _check_database_first(me, target, catalog, same_db, db)
+    return True
+
+
+def _check_replication_off(me: ServerState, group: Sequence[ServerState], replicated: Sequence[ServerState],
+                           db: DatabaseState) -> None:
     enabled = _enabled_in(group) if me.replicated else []
     if enabled:
         raise Refusal(RULE_REPLICATION, f"replication is enabled on {', '.join(enabled)} of replication group "
                                         f"{me.repl_group}; disable it on the master and all subscribers first")
-    if me.load_balanced and me.in_rotation:
+    elsewhere = _enabled_in(replicated)
+    if elsewhere:
+        raise Refusal(RULE_GROUP_REPLICATION, f"replication is enabled on {', '.join(elsewhere)}, in a replication "
+                                              f"group with servers on database {db.name}; upgrades cannot be "
+                                              "performed while replication is enabled")
+
+
+def _check_pool_out(me: ServerState, pool: Sequence[ServerState]) -> None:
+    if not me.load_balanced:
+        return
+    if me.in_rotation:
         raise Refusal(RULE_ROTATION, f"{me.name} is load-balanced and still in rotation; "
                                      "take it out of rotation before upgrading it")
-    return True
+    serving = sorted(s.name for s in pool if s.name != me.name and s.load_balanced and s.in_rotation)
+    if serving:
+        raise Refusal(RULE_POOL_ROTATION, f"{', '.join(serving)} of {me.name}'s load-balancer pool still in "
+                                          "rotation; all servers of the pool are taken offline before upgrading")
 
 
-def check_replication(me: ServerState, enabled: bool, group: Sequence[ServerState]) -> None:
+def _check_database_first(me: ServerState, target: str, catalog: Catalog, same_db: Sequence[ServerState],
+                          db: DatabaseState) -> None:
+    """While the schema is behind, the one server that holds a release ahead of it is the first server: no
+    other server of the database takes a release ahead of the schema until the schema has caught up."""
+    if (catalog.compare(target, db.schema_version) or 0) <= 0:
+        return
+    first = sorted(f"{s.name} ({held})" for s in same_db if s.name != me.name
+                   and (held := held_release(s)) is not None and (catalog.compare(held, db.schema_version) or 0) > 0)
+    if first:
+        raise Refusal(RULE_DATABASE_FIRST, f"{', '.join(first)} is ahead of database {db.name} (schema "
+                                           f"{db.schema_version}): the first server to be upgraded also upgrades "
+                                           f"the database, and every other server waits until the schema is at "
+                                           "its release")
+
+
+def check_replication(me: ServerState, enabled: bool, group: Sequence[ServerState],
+                      databases: Sequence[DatabaseState] = ()) -> None:
+    """`databases`: the databases of the group's members (a schema lock there forbids enabling)."""
     if not me.replicated:
         raise Refusal(RULE_NO_ROLE, f"{me.name} has no replication role")
     if not enabled:
@@ -206,6 +280,10 @@ def check_replication(me: ServerState, enabled: bool, group: Sequence[ServerStat
     busy = sorted(s.name for s in group if s.installing)
     if busy:
         raise Refusal(RULE_BUSY, f"cannot enable replication while {', '.join(busy)} is installing")
+    locked = sorted(f"{d.name} (by {d.lock_holder})" for d in databases if d.lock_holder)
+    if locked:
+        raise Refusal(RULE_REPLICATION_LOCKED, f"database {', '.join(locked)} of replication group {me.repl_group} "
+                                               "is locked for a schema upgrade; enable replication once it is done")
     versions = sorted({f"{s.name}={s.version}" for s in group})
     if len({s.version for s in group}) > 1:
         raise Refusal(RULE_MISMATCH, f"servers of replication group {me.repl_group} run different releases "
@@ -227,6 +305,9 @@ def check_rotation(me: ServerState, in_rotation: bool, phase: Phase, db: Databas
     if phase is Phase.FAILED:
         why = me.install_error or "database unreachable"
         raise Refusal(RULE_FAILED, f"the last install on {me.name} failed: {why}")
+    if phase is Phase.STARTING:
+        raise Refusal(RULE_NOT_CONFIRMED, f"{me.name} is starting: its status page has not confirmed the "
+                                          "connection yet; bring it back into rotation once it does")
 
 
 def check_migration(me: ServerState, db: DatabaseState, catalog: Catalog, same_db: Sequence[ServerState],

@@ -32,6 +32,7 @@ from .journal import FAILED, OK, Entry, Event, append, read
 from .lb import LB, init_lb_app
 from .service import Estate, ServerRuntime
 from .status_views import STATUS_PATHS
+from .watch import Changes
 
 log = logging.getLogger("uwm_sim")
 SHUTDOWN_TIMEOUT = 1.0
@@ -223,6 +224,9 @@ class Fleet:
             raise ConfigError(str(exc)) from None
         self.running = fleet = RunningFleet(self.config, estate.state)
         self.estate = estate
+        estate.changes = Changes()
+        estate.changes.bind(asyncio.get_running_loop())
+        estate.state.on_commit = estate.changes.committed
         try:
             await self._start(estate, fleet)
         except BaseException:
@@ -255,7 +259,7 @@ class Fleet:
                 await migration.resume(rt, await rt.snapshot())
         for lb_cfg in cfg.load_balancers:
             if lb_cfg.name in self.only:
-                app = init_lb_app(lb_cfg, estate.state)
+                app = init_lb_app(lb_cfg, estate.state, cfg.agent_token)
                 runner = await self._runner(app)
                 site = _Site(runner, cfg.host, lb_cfg.port)
                 try:

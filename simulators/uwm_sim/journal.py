@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .clients import journal_violations
-from .db import Database, execute_drained, rows
+from .db import Database, after_commit, execute_drained, rows
 from .dialect import Dialect, detect
 from .store import JOURNAL
 
@@ -73,6 +73,7 @@ def append(cur: Any, d: Dialect, entries: Iterable[Entry]) -> list[int]:
         params.append((seq, now, e.server, e.database, e.op, e.outcome, json.dumps(e.detail, sort_keys=True)))
     cur.executemany(f"INSERT INTO {JOURNAL} (seq, ts, server, database_name, op, outcome, detail) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)", params)
+    after_commit(cur, entries)  # long-polled states wake once this commits (watch.py)
     return [p[0] for p in params]
 
 

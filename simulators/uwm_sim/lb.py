@@ -3,7 +3,9 @@
 Why it reads the rotation from the state database on every request: rotation is changed through each
 server's own agent (possibly in another process), and "take a server offline, verify no traffic
 reaches it" must hold the moment the agent answers. No member in rotation: 503. Members are tried
-round-robin; one that does not answer is skipped (502 when none answers).
+round-robin; one that does not answer is skipped (502 when none answers). What it forwards carries its
+pool's name and a signature made with the fleet's token (`guards.lb_signature`), so a server can tell
+real load-balancer traffic from a client that only sets the header.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from aiohttp import web
 
 from .config import LoadBalancerConfig
 from .db import Database, rows
+from .guards import LB_SIGNATURE_HEADER, lb_signature
 from .store import SERVER
 
 HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -31,8 +34,9 @@ class Member:
 
 
 class LoadBalancer:
-    def __init__(self, cfg: LoadBalancerConfig, state: Database) -> None:
+    def __init__(self, cfg: LoadBalancerConfig, state: Database, token: str) -> None:
         self.cfg = cfg
+        self.signature = lb_signature(token, cfg.name)
         self.name = cfg.name
         self.state = state
         self.session: aiohttp.ClientSession | None = None
@@ -77,8 +81,10 @@ async def forward(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": f"no server of pool {lb.name} is in rotation"}, status=503,
                                  headers={"X-Uwm-Lb": lb.name})
     body = await request.read()
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+    own = {"x-uwm-lb", LB_SIGNATURE_HEADER.lower()}  # set by the front alone, never passed on from a client
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS | own}
     headers["X-Uwm-Lb"] = lb.name
+    headers[LB_SIGNATURE_HEADER] = lb.signature
     assert lb.session is not None
     for member in order:
         try:
@@ -93,8 +99,8 @@ async def forward(request: web.Request) -> web.StreamResponse:
     return web.json_response({"error": f"no server of pool {lb.name} answered"}, status=502)
 
 
-def init_lb_app(cfg: LoadBalancerConfig, state: Database) -> web.Application:
-    lb = LoadBalancer(cfg, state)
+def init_lb_app(cfg: LoadBalancerConfig, state: Database, token: str) -> web.Application:
+    lb = LoadBalancer(cfg, state, token)
     app = web.Application()
     app[LB] = lb
 

@@ -28,8 +28,11 @@ def status_page(title: str, details: Sequence[tuple[str, Any]], tests: Sequence[
                 ok: bool, message: str) -> str:
     items = "".join(f"<li class=\"{'pass' if passed else 'fail'}\">{escape(name)}: "
                     f"{'Pass' if passed else 'Fail'}</li>" for name, passed in tests)
+    failed = [name for name, passed in tests if not passed]
+    summary = (f"<p id=\"tests-result\" class=\"fail\">Failed tests: {escape(', '.join(failed))}</p>" if failed
+               else "<p id=\"tests-result\" class=\"pass\">All tests passed</p>")
     result = f"<p id=\"result\" class=\"{'ok' if ok else 'error'}\">{escape(message)}</p>"
-    return page(title, f"{_table(details)}\n<h2>Tests</h2>\n<ul id=\"tests\">{items}</ul>\n{result}")
+    return page(title, f"{_table(details)}\n<h2>Tests</h2>\n<ul id=\"tests\">{items}</ul>\n{summary}\n{result}")
 
 
 def portal_page(status: dict[str, Any]) -> str:

@@ -7,14 +7,13 @@ or JSON requests; no token, as on the real portal of the simulator.
 
 from __future__ import annotations
 
-import json
 from html import escape
 from typing import Any
 
 from aiohttp import web
 
 from . import migration, pages
-from .agent_views import BadRequestError
+from .agent_views import BadRequestError, parse_json
 from .keys import RUNTIME
 from .service import Outcome
 
@@ -55,10 +54,7 @@ async def summary(request: web.Request) -> web.StreamResponse:
 
 async def _selected(request: web.Request) -> list[str]:
     if request.content_type == "application/json":
-        try:
-            body = json.loads(await request.read() or b"{}")
-        except ValueError:
-            raise BadRequestError("body: not valid JSON") from None
+        body = parse_json(await request.read() or b"{}")
         dbs = body.get("databases") if isinstance(body, dict) else None
         if not isinstance(dbs, list) or not all(isinstance(d, str) for d in dbs):
             raise BadRequestError("databases: a list of database names is required")

@@ -1,9 +1,10 @@
 """One simulated server at run time: reads its state, applies agent requests, runs its installer.
 
 Why: the views stay thin. Every mutation runs in one blocking function under the estate lock
-(`_locked_tx`): it reads a snapshot, asks `estate` whether the guide allows it, writes the change and
+(`locked_tx`): it reads a snapshot, asks `estate` whether the guide allows it, writes the change and
 the journal entry in the same transaction, or journals the refusal. Timed work (an install, a crash
-and restart) runs as tasks of the process that owns the server, and resumes after a restart.
+and restart) runs as tasks of the process that owns the server, and resumes after a restart. Injected
+faults are applied by `fault_ops`.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from .estate import (
     compute_phase,
     updates_required,
 )
-from .faults import Fault, FaultSet, parse_request
+from .faults import Fault, FaultSet
+from .guards import AuthJournal
 from .journal import FAILED, OK, REFUSED, Entry, append, iso
+from .watch import Changes, state_version
 
 T = TypeVar("T")
 log = logging.getLogger("uwm_sim")
@@ -48,6 +51,7 @@ class Estate:
     catalog: Catalog
     state: Database
     databases: dict[str, Database]
+    changes: Changes | None = None  # who long-polls which server's state (`watch.py`)
 
 
 @dataclass(frozen=True)
@@ -84,14 +88,17 @@ class ServerRuntime:
         self.uwm = estate.databases[cfg.database]
         self.timing = estate.config.timing
         self.faults = FaultSet()
-        self._flock = threading.Lock()
+        self.fault_lock = threading.Lock()
         self.url = ""
         self.active_requests = 0
         self.lb_requests = 0
         self.in_rotation = cfg.in_rotation
         self.rotation_changed_at = 0.0
         self.down = False
-        self._flap_fail_next = True
+        self.flap_fail_next = True
+        self.auth_guard = AuthJournal()
+        self.pool_peers = sorted({m for lb in estate.config.load_balancers if cfg.name in lb.servers
+                                  for m in lb.servers} - {cfg.name})
         self._tasks: set[asyncio.Task[Any]] = set()
         self.site: SiteControl | None = None
 
@@ -111,12 +118,20 @@ class ServerRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def db_state_sync(self) -> DatabaseState:
+    def db_state_sync(self, name: str | None = None) -> DatabaseState:
+        """The schema version and lock of this server's database (or of database `name`)."""
+        name = name or self.cfg.database
         try:
-            with self.uwm.transaction() as conn:
-                return uwmdb.snapshot(conn, self.cfg.database)
+            with self.estate.databases[name].transaction() as conn:
+                return uwmdb.snapshot(conn, name)
         except DatabaseError:
-            return DatabaseState(self.cfg.database, None, None, reachable=False)
+            return DatabaseState(name, None, None, reachable=False)
+
+    def database_peers(self, cur: Any, me: ServerState) -> tuple[list[ServerState], list[ServerState]]:
+        """The servers of `me`'s database, and the members of every replication group with one of them."""
+        same_db = store.list_servers(cur, database=me.database)
+        groups = sorted({s.repl_group for s in same_db if s.replicated and s.repl_group})
+        return same_db, [m for g in groups for m in store.list_servers(cur, group=g)]
 
     def locked_tx(self, work: Callable[[Any, DatabaseState], T]) -> T:
         """Run `work(cursor, database state)` in one state transaction holding the estate lock."""
@@ -139,11 +154,11 @@ class ServerRuntime:
         return me
 
     def take_fault(self, kind: str) -> tuple[Fault | None, str]:
-        with self._flock:
+        with self.fault_lock:
             return self.faults.take(kind), self.faults.dumps()
 
     # -- reading -------------------------------------------------------------------------------------
-    def _snapshot_sync(self) -> Snapshot:
+    def snapshot_sync(self) -> Snapshot:
         with self.estate.state.transaction() as conn:
             cur = conn.cursor()
             me = self.me(cur)
@@ -153,12 +168,12 @@ class ServerRuntime:
         return Snapshot(me, self.db_state_sync(), group, portal, time.time(), doc)
 
     async def snapshot(self) -> Snapshot:
-        snap = await asyncio.to_thread(self._snapshot_sync)
+        snap = await asyncio.to_thread(self.snapshot_sync)
         me = snap.me
         overdue = snap.now >= (me.install_started or 0.0) + me.install_seconds
         if me.installing and me.install_fault != "hang" and overdue and me.install_target:
             await asyncio.to_thread(self.complete_install_sync, me.install_target)
-            snap = await asyncio.to_thread(self._snapshot_sync)
+            snap = await asyncio.to_thread(self.snapshot_sync)
         return snap
 
     def phase(self, snap: Snapshot) -> Phase:
@@ -187,7 +202,7 @@ class ServerRuntime:
                    "finishedAt": iso(me.install_finished) if me.install_finished else None,
                    "error": me.install_error}
         phase = self.phase(snap)
-        return {
+        state = {
             "name": me.name, "kind": me.kind, "version": me.version, "url": self.url or me.url,
             "phase": phase.value, "settled": now - me.started_at >= self.timing.settle_seconds,
             "message": self.reason(snap, phase), "startedAt": iso(me.started_at),
@@ -204,8 +219,11 @@ class ServerRuntime:
             "service": {"online": snap.online,
                         "virtualHosts": list(snap.clients.virtual_hosts.get(me.name, ())) if snap.clients else []},
             "website": {"name": self.cfg.website, "default": self.cfg.website == clients.DEFAULT_WEBSITE,
-                        "otherAppsInRoot": list(self.cfg.other_apps_in_root)},
+                        "otherAppsInRoot": list(self.cfg.other_apps_in_root),
+                        "binding": clients.website_of(snap.clients, me.name) if snap.clients else None},
         }
+        state["stateVersion"] = state_version(state)
+        return state
 
     async def state(self) -> dict[str, Any]:
         return self.state_json(await self.snapshot())
@@ -229,8 +247,11 @@ class ServerRuntime:
         def work(cur: Any, db: DatabaseState) -> tuple[Outcome, float | None]:
             me = self.me(cur)
             group = store.list_servers(cur, group=me.repl_group) if me.replicated else []
+            same_db, replicated = self.database_peers(cur, me)
+            pool = store.list_servers(cur, names=self.pool_peers)
             try:
-                go = check_install(me, version, self.estate.catalog, group, db)
+                go = check_install(me, version, self.estate.catalog, group, db, pool=pool, same_db=same_db,
+                                   replicated=replicated)
             except Refusal as r:
                 return self.refused(cur, "install", r, version=version), None
             if not go:
@@ -286,8 +307,10 @@ class ServerRuntime:
         def work(cur: Any, db: DatabaseState) -> Outcome:
             me = self.me(cur)
             group = store.list_servers(cur, group=me.repl_group) if me.replicated else []
+            databases = [db if name == db.name else self.db_state_sync(name)
+                         for name in sorted({s.database for s in group} | {db.name})] if enabled else []
             try:
-                check_replication(me, enabled, group)
+                check_replication(me, enabled, group, databases)
             except Refusal as r:
                 return self.refused(cur, "replication", r, enabled=enabled)
             if me.repl_enabled != enabled:
@@ -316,76 +339,3 @@ class ServerRuntime:
         if outcome.status == 200:
             self.in_rotation, self.rotation_changed_at = wanted, time.time()
         return await self.with_state(outcome)
-
-    # -- faults --------------------------------------------------------------------------------------
-    async def add_fault(self, body: Any) -> Outcome:
-        try:
-            fault = parse_request(body)
-        except ValueError as exc:
-            return Outcome(400, {"error": str(exc)})
-        if fault.kind == "crash":
-            seconds = fault.delay_ms / 1000 if fault.delay_ms else self.timing.crash_restart_seconds
-            await self._save(lambda cur: self.journal(cur, "fault", OK, kind="crash", downSeconds=seconds))
-            self.spawn(self.crash(seconds))
-            return Outcome(200, {"faults": self.faults.to_json(), "crashing": True})
-        with self._flock:
-            self.faults.add(fault)
-            dumped = self.faults.dumps()
-
-        def save(cur: Any) -> None:
-            store.update_server(cur, self.name, faults=dumped)
-            self.journal(cur, "fault", OK, **fault.to_json())
-        await self._save(save)
-        return Outcome(200, {"faults": self.faults.to_json()})
-
-    async def clear_faults(self) -> Outcome:
-        with self._flock:
-            self.faults.clear()
-
-        def work(cur: Any, db: DatabaseState) -> None:
-            me = self.me(cur)
-            store.update_server(cur, self.name, faults="[]")
-            if me.installing and me.install_fault == "hang":
-                error = "install aborted: the installer hung and was stopped"
-                store.update_server(cur, self.name, install_finished=time.time(), install_error=error,
-                                    install_fault=None)
-                self.journal(cur, "install-complete", FAILED, error=error, **{"from": me.version,
-                                                                              "to": me.install_target})
-            self.journal(cur, "faults-cleared", OK)
-        await asyncio.to_thread(self.locked_tx, work)
-        return Outcome(200, {"faults": []})
-
-    async def _save(self, fn: Callable[[Any], None]) -> None:
-        await asyncio.to_thread(self.locked_tx, lambda cur, db: fn(cur))
-
-    async def take_request_fault(self, kind: str) -> Fault | None:
-        if self.faults.peek(kind) is None:
-            return None
-        fault, dumped = self.take_fault(kind)
-        if fault is not None:
-            await asyncio.to_thread(self.estate.state.call_sync, lambda conn: store.update_server(
-                conn.cursor(), self.name, faults=dumped))
-        return fault
-
-    async def flap(self) -> bool:
-        """True when this status request answers unhealthy because of an injected health flap."""
-        if self.faults.peek("health-flap") is None:
-            return False
-        fail, self._flap_fail_next = self._flap_fail_next, not self._flap_fail_next
-        return fail and await self.take_request_fault("health-flap") is not None
-
-    async def crash(self, seconds: float) -> None:
-        await asyncio.sleep(0.05)  # let the answer to the fault request go out first
-        self.down = True
-        if self.site is not None:
-            await self.site.stop()
-        await self._save(lambda cur: self.journal(cur, "crash", OK, downSeconds=seconds))
-        await asyncio.sleep(seconds)
-        if self.site is not None:
-            await self.site.start()
-        self.down = False
-
-        def restarted(cur: Any) -> None:
-            store.update_server(cur, self.name, started_at=time.time())
-            self.journal(cur, "restart", OK)
-        await self._save(restarted)

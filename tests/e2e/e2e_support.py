@@ -1,7 +1,10 @@
-"""Fixtures for end-to-end tests: the real API server and PostgreSQL of the test bed, a real simulator
-fleet process and the real operator process (`uwm-upgrade run`), as a user would run them.
+"""The end-to-end tests' one surface: the real API server and PostgreSQL of the test bed, a real simulator
+fleet process and the real operator process (`uwm-upgrade run`), as a user would run them; the
+constants every test shares (the example's servers and databases, the fast timings, the terminal
+phases); the simulated servers' HTTP API and journal; and the checks a run must pass, `assert_succeeded`
+first of all.
 
-Registered as a plugin by the root conftest; import `E2E` from `e2e.e2e_support` for typing. Every test
+Registered as a plugin by the root conftest (the `e2e` fixture); import from `e2e.e2e_support`. Every test
 gets its own namespace, its own databases and fleet, and its own operator process (which it may kill and
 restart).
 """
@@ -9,21 +12,31 @@ restart).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Callable, Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from uwm_dev.referee import audit, evidence
+from uwm_dev.testbed import estate
+from uwm_dev.testbed.bed import Testbed
 from uwm_sim.journal import Event, read_journal, violations
 from uwm_upgrade.adapters.database import Database
-from uwm_upgrade.testbed import estate
-from uwm_upgrade.testbed.bed import Testbed
 
 REPO = Path(__file__).resolve().parents[2]
 FLEET_FILE = REPO / "examples" / "fleet.yaml"
 PLAN_FILE = REPO / "examples" / "upgradeplan.yaml"
+SERVERS = ("ms-1", "ms-2", "ps-1", "ps-2", "ps-3")  # the example's (examples/fleet.yaml, upgradeplan.yaml)
+DATABASES = ("mgmt-db", "pers-db")
+FLEETS = Path(__file__).parent / "fleets"  # the tests' own estates
+PERS_FLEET, PERS_PLAN = FLEETS / "personalization-only.yaml", FLEETS / "personalization-only.plan.yaml"
+PERS_SERVERS = ("ps-1", "ps-2", "ps-3")
 TERMINAL = ("Succeeded", "Failed", "RolledBack")
 
 # Fast timings for tests; the guide's 30 s settle delay is exercised by the simulators' own tests.
@@ -39,11 +52,15 @@ class E2E:
         self.fleet: estate.Fleet | None = None
         self.operator: estate.Operator | None = None
         self.data_before: dict[str, str] = {}
+        self.audit_data_before: dict[str, str] = {}
+        self.versions_before: dict[str, str] = {}  # every server's release when the fleet started
 
     # ------------------------------------------------------------ processes
     def start_fleet(self, fleet_file: Path = FLEET_FILE, **timing: float) -> estate.Fleet:
         self.fleet = estate.start_fleet(self.bed, fleet_file, self.work, **{**FAST, **timing})
         self.data_before = self.user_data()
+        self.audit_data_before = evidence.user_data(self.fleet.odbc)
+        self.versions_before = {name: server_state(self, name)["version"] for name in self.fleet.endpoints["servers"]}
         return self.fleet
 
     def start_operator(self, *extra: str) -> estate.Operator:
@@ -83,10 +100,18 @@ class E2E:
             if check(plan):
                 return plan
             time.sleep(0.3)
-        status = plan.get("status") or {}
-        raise AssertionError(f"{what} not reached in {timeout:.0f} s: phase {status.get('phase')}, step "
-                             f"{status.get('currentStep')}, message {status.get('message')}; "
-                             f"operator log: {self.work / 'operator.log'}")
+        raise AssertionError(not_reached(self, what, timeout, plan))
+
+    def diagnosis(self, lines: int = 12) -> str:
+        """Whether the test's processes still run and the end of their logs (CI keeps only its output)."""
+        parts = []
+        for label, proc in (("operator", self.operator), ("fleet", self.fleet)):
+            if proc is not None:
+                parts.append(f"{label} {'running' if proc.process.alive() else 'EXITED'}")
+        for log in sorted(self.work.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {log.name}, last {len(tail)} lines:\n" + "\n".join(tail))
+        return "\n".join(parts)
 
     def wait_phase(self, name: str, *phases: str, timeout: float = 180.0) -> dict[str, Any]:
         return self.wait_for(name, lambda p: (p.get("status") or {}).get("phase") in phases, timeout,
@@ -115,34 +140,54 @@ class E2E:
                     for name, cs in self.fleet.odbc.items()}  # type: ignore[union-attr]
         return asyncio.run(read())
 
-    def assert_guide_kept(self) -> list[Event]:
-        """The simulators' journal replayed: no rule broken, schema migrated once per hop and database,
-        by the first server, before any other server of that database was upgraded; user data intact."""
+    def findings(self, *, backups: bool = True, expect: dict[str, audit.Expect] | None = None,
+                 data_intact: bool = False) -> list[audit.Finding]:
+        """The independent audit of this run (devtools/uwm_dev/referee/audit.py): the journal replayed
+        against the guide, the backups the operator took, and, when asked, the end state and user data."""
+        assert self.fleet is not None and self.fleet.fleet_file is not None
+        top = evidence.topology(self.fleet.fleet_file, self.fleet.env, backups_required=backups)
+        after = evidence.user_data(self.fleet.odbc) if data_intact else None
+        return audit.audit(self.journal(), top, evidence.backups(self.fleet.odbc), expect=expect,
+                           data_before=self.audit_data_before if data_intact else None, data_after=after)
+
+    def assert_guide_kept(self, *, backups: bool = True, expect: dict[str, audit.Expect] | None = None,
+                          data_intact: bool = False) -> list[Event]:
+        """No rule of the guide broken, by the independent audit of the journal (pool-wide offline,
+        database first, replication, a verified backup before each migration, nothing twice, no refusal)
+        and by the simulators' own replay; with `expect`/`data_intact`, the end state and the user data
+        too. Returns the journal."""
         events = self.journal()
+        found = [str(f) for f in self.findings(backups=backups, expect=expect, data_intact=data_intact)]
+        assert found == [], "\n".join(found)
         assert violations(events) == [], violations(events)
-        migrated: dict[tuple[str | None, str], int] = {}
-        for e in events:
-            if e.op == "schema-migrated" and e.outcome == "ok":
-                key = (e.database, str(e.detail.get("to")))
-                migrated[key] = migrated.get(key, 0) + 1
-        assert all(n == 1 for n in migrated.values()), f"a schema was migrated more than once: {migrated}"
         return events
 
+    def as_before(self, servers: Iterable[str], version: str) -> dict[str, audit.Expect]:
+        """Each server at `version`, with replication and rotation as the journal first showed them."""
+        assert self.fleet is not None and self.fleet.fleet_file is not None
+        top = evidence.topology(self.fleet.fleet_file, self.fleet.env)
+        return audit.as_before(audit.replay(self.journal(), top), list(servers), version)
 
-@pytest.fixture
-def e2e(kube: Any, pg_bed: Testbed, namespace: str, request: pytest.FixtureRequest) -> Iterator[E2E]:
+
+def work_dir(request: pytest.FixtureRequest) -> Path:
+    """The test's own folder for logs under .testbed/e2e, emptied of an earlier run's logs."""
     work = REPO / ".testbed" / "e2e" / request.node.name.replace("/", "_")[:80]
     work.mkdir(parents=True, exist_ok=True)
     for old in work.glob("*.log"):
         old.unlink()
-    env = E2E(pg_bed, namespace, work)
+    return work
+
+
+@pytest.fixture
+def e2e(kube: Any, pg_bed: Testbed, namespace: str, request: pytest.FixtureRequest) -> Iterator[E2E]:
+    env = E2E(pg_bed, namespace, work_dir(request))
     try:
         yield env
     finally:
         env.stop()
 
 
-# ---------------------------------------------------------------- helpers for crash, overlap and teardown tests
+# ---------------------------------------------------------------- watching a plan, the estate's own record
 
 
 def watch_for(e2e: E2E, name: str, check: Callable[[dict[str, Any]], bool], timeout: float = 180.0,
@@ -173,22 +218,51 @@ def watch_for(e2e: E2E, name: str, check: Callable[[dict[str, Any]], bool], time
             if check(last):
                 stream.stop()
                 return dict(last)
-    status = last.get("status") or {}
-    raise AssertionError(f"{what} not reached in {timeout:.0f} s: phase {status.get('phase')}, step "
-                         f"{status.get('currentStep')}, message {status.get('message')}; "
-                         f"operator log: {e2e.work / 'operator.log'}")
+    raise AssertionError(not_reached(e2e, what, timeout, last))
 
 
-def agent_state(e2e: E2E, server: str) -> dict[str, Any]:
-    """GET /agent/v1/state of one simulated server: what it really is, not what the plan's status says."""
-    import json
-    import urllib.request
+def not_reached(e2e: E2E, what: str, timeout: float, plan: dict[str, Any]) -> str:
+    status = plan.get("status") or {}
+    return (f"{what} not reached in {timeout:.0f} s: phase {status.get('phase')}, step "
+            f"{status.get('currentStep')}, message {status.get('message')}; logs in {e2e.work}\n"
+            + e2e.diagnosis())
 
-    assert e2e.fleet is not None
-    request = urllib.request.Request(f"{e2e.fleet.url(server)}/agent/v1/state",
-                                     headers={"Authorization": f"Bearer {e2e.fleet.token}"})
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return dict(json.loads(answer.read()))
+
+# The journal op by which the estate accepts each step's request (what "requested" means there).
+REQUEST_OPS = {"InstallFirstServer": "install", "InstallServer": "install", "UpgradeSchema": "schema-migrate",
+               "DisableReplication": "replication", "RestoreReplication": "replication",
+               "TakeOutOfRotation": "rotation", "BringIntoRotation": "rotation"}
+
+
+def accepted(e2e: E2E, step: dict[str, Any]) -> bool:
+    """Whether the estate's journal shows the request of `step` (a status step: its server, database,
+    and start, to a second) accepted since the step started."""
+    op = REQUEST_OPS.get(step["name"])
+    started = step.get("startedAt")
+    if op is None or e2e.fleet is None or not started:
+        return False
+    since = datetime.fromisoformat(str(started).replace("Z", "+00:00")).timestamp() - 1.0
+    server, database = step.get("server"), step.get("database")
+    return any(e.op == op and e.outcome == "ok" and e.ts >= since and not e.detail.get("noop")
+               and (server is None or e.server == server) and (database is None or e.database == database)
+               for e in e2e.journal())
+
+
+def requested(step: str, server: str | None = None, e2e: E2E | None = None) -> Callable[[dict[str, Any]], bool]:
+    """A check for `watch_for`: step `step` (of `server`) Running, its effect asked for: the status says so
+    ("...: requested"), or, with `e2e`, the estate's journal shows it accepted (the operator sends the
+    word "requested" with its next write, which may come a few seconds later: a change of wording alone
+    is not a write of its own)."""
+    def check(plan: dict[str, Any]) -> bool:
+        for s in (plan.get("status") or {}).get("steps", []):
+            if s["name"] != step or (server is not None and s.get("server") != server) or s.get("state") != "Running":
+                continue
+            if str(s.get("message") or "").endswith(": requested"):
+                return True
+            if e2e is not None and accepted(e2e, s):
+                return True
+        return False
+    return check
 
 
 def backups_of(e2e: E2E, database: str) -> list[dict[str, Any]]:
@@ -207,3 +281,117 @@ def backups_of(e2e: E2E, database: str) -> list[dict[str, Any]]:
     finally:
         conn.close()
 
+
+# ---------------------------------------------------------------- the servers' API, the journal, the checks
+
+
+def agent(env: E2E, server: str, method: str, path: str, body: dict[str, Any] | None = None,
+          token: str | None = None) -> tuple[int, Any]:
+    """One call of a simulated server's HTTP API (agent calls carry the fleet's bearer token); (status, JSON)."""
+    assert env.fleet is not None
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(env.fleet.url(server) + path, data=data, method=method, headers={
+        "Authorization": f"Bearer {token or env.fleet.token}", "Accept": "application/json",
+        "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            status, text = resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        status, text = exc.code, exc.read().decode()
+    try:
+        return status, json.loads(text) if text else None
+    except ValueError:
+        return status, text
+
+
+def agent_ok(env: E2E, server: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """`agent()` that must succeed (2xx); its JSON answer."""
+    status, answer = agent(env, server, method, path, body)
+    assert 200 <= status < 300, (server, method, path, status, answer)
+    return answer
+
+
+def inject(env: E2E, server: str, kind: str, count: int = 1, delay_ms: int = 0) -> None:
+    """`POST /agent/v1/faults` on one server (install-fail, install-hang, health-flap, migration-fail, crash, slow)."""
+    status, answer = agent(env, server, "POST", "/agent/v1/faults", {"kind": kind, "count": count, "delayMs": delay_ms})
+    assert status == 200, (status, answer)
+
+
+def server_state(env: E2E, server: str) -> dict[str, Any]:
+    """GET /agent/v1/state of one simulated server: what it really is, not what the plan's status says."""
+    return dict(agent_ok(env, server, "GET", "/agent/v1/state"))
+
+
+def installs(events: list[Event], server: str | None = None) -> list[Event]:
+    """Install requests the agents accepted (not no-ops, not refusals)."""
+    return [e for e in events if e.op == "install" and e.outcome == "ok" and not e.detail.get("noop")
+            and (server is None or e.server == server)]
+
+
+def max_overlap(events: list[Event], servers: set[str] | None = None) -> int:
+    """The most installs running at once, from the journal (accepted install to its install-complete)."""
+    edges: list[tuple[float, int]] = []
+    started: dict[str, float] = {}
+    for e in events:
+        if servers is not None and e.server not in servers:
+            continue
+        if e.op == "install" and e.outcome == "ok" and not e.detail.get("noop"):
+            started[str(e.server)] = e.ts
+        elif e.op == "install-complete" and str(e.server) in started:
+            edges += [(started.pop(str(e.server)), 1), (e.ts, -1)]
+    edges += [(t, 1) for t in started.values()]
+    running = peak = 0
+    for _, delta in sorted(edges):  # at equal times an end (-1) sorts before a start
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def condition(plan: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The plan's condition `kind`; an empty dict while it has none."""
+    return next((c for c in (plan.get("status") or {}).get("conditions", []) if c["type"] == kind), {})
+
+
+def steps_of(plan: dict[str, Any], name: str, hop: int | None = None, server: str | None = None,
+             database: str | None = None) -> list[dict[str, Any]]:
+    return [s for s in (plan.get("status") or {}).get("steps", [])
+            if s["name"] == name and (hop is None or s["hop"] == hop) and (server is None or s.get("server") == server)
+            and (database is None or s.get("database") == database)]
+
+
+def operator_log(env: E2E) -> str:
+    return (env.work / "operator.log").read_text(errors="replace")
+
+
+def assert_succeeded(env: E2E, plan: dict[str, Any], target: str, servers: Iterable[str], *,
+                     replaced: Iterable[str] = ()) -> list[Event]:
+    """Succeeded, every server of `servers` at the target and healthy, every step done, each server
+    installed once per hop it went through (never twice), the guide kept in the journal, user data intact;
+    returns the journal. Strategy CleanInstall: `servers` are the new servers (and any upgraded in place),
+    `replaced` the old ones, left at their release, offline, never installed."""
+    status = plan["status"]
+    servers, replaced = list(servers), list(replaced)
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert condition(plan, "Succeeded")["status"] == "True"
+    assert condition(plan, "Failed")["status"] == "False"
+    left = {old: env.versions_before[old] for old in replaced}
+    assert {s["name"]: s["version"] for s in status["servers"]} == dict.fromkeys(servers, target) | left
+    assert all(s["health"] == "Healthy" for s in status["servers"] if s["name"] in servers), status["servers"]
+    assert not [s["name"] for s in status["servers"] if s["name"] in left and s.get("online")], status["servers"]
+    hops = len(status["path"])
+    assert all(d["schemaVersion"] == target and d["lastBackup"]["verified"] for d in status["databases"]), \
+        status["databases"]
+    unfinished = [(s["name"], s.get("server"), s["state"]) for s in status["steps"]
+                  if s["state"] not in ("Succeeded", "Skipped")]
+    assert not unfinished, unfinished
+    in_place = [s for s in servers if env.versions_before[s] != target] if not replaced else []
+    events = env.assert_guide_kept(expect=env.as_before(in_place, target) if in_place else None, data_intact=True)
+    for server in servers:  # once per hop, never twice; a new server provisioned at the target: never
+        expected = hops if env.versions_before[server] != target else 0
+        assert len(installs(events, server)) == expected, [e.detail for e in installs(events, server)]
+        assert server_state(env, server)["version"] == target
+    for old in left:
+        assert installs(events, old) == [], [e.detail for e in installs(events, old)]
+        assert server_state(env, old)["service"]["online"] is False
+    assert env.user_data() == env.data_before
+    return events

@@ -10,7 +10,6 @@ before the server comes online; the old server kept until the clients have moved
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,32 +17,28 @@ from typing import Any
 
 import pytest
 
+from uwm_dev.testbed import estate
 from uwm_sim.journal import Event
-from uwm_upgrade.testbed import estate
 
-from e2e.e2e_support import E2E, FAST_SPEC, REPO
+from e2e.e2e_support import (
+    E2E,
+    FAST_SPEC,
+    FLEETS,
+    REPO,
+    TERMINAL,
+    agent_ok,
+    assert_succeeded,
+    server_state,
+)
 
 pytestmark = pytest.mark.e2e
 
 FLEET = REPO / "examples" / "fleet-cleaninstall.yaml"
 PLAN = REPO / "examples" / "upgradeplan-cleaninstall.yaml"
-FLEETS = Path(__file__).parent / "fleets"
 VHOST = "personalization.uwm.example"
-TERMINAL = ("Succeeded", "Failed", "RolledBack")
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def agent(e2e: E2E, server: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """A call to one simulated server's agent API (with the fleet's token)."""
-    assert e2e.fleet is not None
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{e2e.fleet.url(server)}{path}", data=data, method="POST" if data else "GET",
-                                     headers={"Authorization": f"Bearer {e2e.fleet.token}",
-                                              "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.loads(answer.read())
 
 
 def status_page(e2e: E2E, server: str, kind: str) -> int:
@@ -104,16 +99,14 @@ def test_the_clean_install_example_runs_to_succeeded(e2e: E2E) -> None:
     name = apply(e2e)
     plan = e2e.wait_phase(name, *TERMINAL, timeout=240)
     status = plan["status"]
-    assert status["phase"] == "Succeeded", status.get("message")
+    # the journal too: the guide's rules, no client ever without a server, each schema migrated once
+    events = assert_succeeded(e2e, plan, "2025.1", ["ms-1-new", "ps-1-new"], replaced=["ms-1", "ps-1"])
     assert [(h["from"], h["to"]) for h in status["path"]] == [("2023.1", "2025.1")]
     assert status["currentVersion"] == "2025.1" and status["hopDisplay"] == "1/1"
-    assert all(s["state"] in ("Succeeded", "Skipped") for s in status["steps"])
     servers = {s["name"]: s for s in status["servers"]}
     assert {n: (s["version"], s["online"]) for n, s in servers.items()} == {
         "ms-1": ("2023.1", False), "ps-1": ("2023.1", False), "ms-1-new": ("2025.1", True),
         "ps-1-new": ("2025.1", True)}
-    assert servers["ms-1-new"]["health"] == servers["ps-1-new"]["health"] == "Healthy"
-    assert all(d["schemaVersion"] == "2025.1" and d["lastBackup"]["verified"] for d in status["databases"])
 
     # status: the cut-over per server, old URL, new URL, when the clients moved
     assert e2e.fleet is not None
@@ -127,15 +120,14 @@ def test_the_clean_install_example_runs_to_succeeded(e2e: E2E) -> None:
     assert cuts["ps-1"]["virtualHost"] == VHOST
 
     # the estate's own account: where every client points now
-    clients = agent(e2e, "ms-1-new", "/agent/v1/clients")
+    clients = agent_ok(e2e, "ms-1-new", "GET", "/agent/v1/clients")
     assert reaches(clients) == {"deploymentAgent": "ms-1-new", "policy[0]": "ps-1-new"}
     assert [f["server"] for f in clients["failoverServers"]] == ["ms-1-new"]
     assert clients["dnsRecords"][VHOST]["server"] == "ps-1-new" and clients["cutOff"] == []
     assert clients["policy"]["urls"] == [f"http://{VHOST}"]  # Virtual Hosts + DNS: no new policy needed
     assert status_page(e2e, "ps-1-new", "Personalization") == 200
 
-    # the journal: the guide's rules, no client ever without a server, and the order the guide asks for
-    events = e2e.assert_guide_kept()
+    # the journal: the order the guide asks for
     migrations = {e.database: e.server for e in events if e.op == "schema-migrate" and e.outcome == "ok"}
     assert migrations == {"mgmt-db": "ms-1-new", "pers-db": "ps-1-new"}  # the databases upgraded from the new servers
     assert not [e for e in events if e.op == "install" and e.server in ("ms-1", "ps-1")]  # old servers untouched
@@ -144,7 +136,6 @@ def test_the_clean_install_example_runs_to_succeeded(e2e: E2E) -> None:
     assert seq(events, "virtual-host-add") < seq(events, "server-online", "ps-1-new") \
         < seq(events, "dns-switch") < seq(events, "server-offline", "ps-1")
     assert seq(events, "server-offline", "ms-1") < seq(events, "schema-migrate", "ps-1-new")  # one database at a time
-    assert e2e.user_data() == e2e.data_before
     assert "ClientsMoved" in events_of(e2e)
     waited = e2e.kubectl("wait", "--for=condition=Succeeded", f"upgradeplan/{name}", "-n", e2e.namespace,
                          "--timeout=5s")
@@ -163,15 +154,14 @@ def test_the_operator_killed_mid_cut_over_resumes_without_doing_anything_twice(e
     assert {c["server"]: c["state"] for c in plan["status"]["cutovers"]}["ms-1"] == "OldServerOffline"
     e2e.kill_operator()
     e2e.start_operator()
-    status = e2e.wait_phase(name, *TERMINAL, timeout=240)["status"]
-    assert status["phase"] == "Succeeded", status.get("message")
-    events = e2e.assert_guide_kept()  # each schema migrated once, no client ever without a server
+    plan = e2e.wait_phase(name, *TERMINAL, timeout=240)
+    # each schema migrated once, no client ever without a server, user data intact
+    events = assert_succeeded(e2e, plan, "2025.1", ["ms-1-new", "ps-1-new"], replaced=["ms-1", "ps-1"])
     for op, server in (("failover-add", None), ("agent-redeploy", None), ("virtual-host-add", None),
                        ("dns-switch", None), ("server-online", "ms-1-new"), ("server-offline", "ms-1")):
         done = [e for e in events if e.op == op and e.outcome == "ok" and e.detail.get("changed", True)
                 and (server is None or e.server == server)]
         assert len(done) == 1, (op, [(e.seq, e.server, e.detail.get("changed")) for e in done])
-    assert e2e.user_data() == e2e.data_before
 
 
 # ---------------------------------------------------------------- the guide's own case: Management in place
@@ -184,24 +174,22 @@ def test_management_in_place_and_personalization_by_a_new_policy(e2e: E2E) -> No
         "ms-1": {"replacement": None}, "ps-1": {"replacement": {"name": "ps-1-new", "url": fleet.url("ps-1-new")}}})
     plan = e2e.wait_phase(name, *TERMINAL, timeout=240)
     status = plan["status"]
-    assert status["phase"] == "Succeeded", status.get("message")
+    events = assert_succeeded(e2e, plan, "2025.1", ["ms-1", "ps-1-new"], replaced=["ps-1"])
     steps = [(s["name"], s.get("server") or s.get("database")) for s in status["steps"] if s["hop"] == 1
              and s["state"] != "Skipped"]
     assert ("InstallFirstServer", "ms-1") in steps and ("DeployPolicy", "pers-db") in steps
     assert not {n for n, _ in steps} & {"AddFailoverServer", "RedeployDeploymentAgent", "SwitchDnsRecord"}
     assert e2e.fleet is not None
-    clients = agent(e2e, "ms-1", "/agent/v1/clients")
+    clients = agent_ok(e2e, "ms-1", "GET", "/agent/v1/clients")
     assert reaches(clients) == {"deploymentAgent": "ms-1", "policy[0]": "ps-1-new"}
     assert clients["policy"]["urls"] == [e2e.fleet.url("ps-1-new")] and clients["policy"]["version"] == 2
-    ms1 = agent(e2e, "ms-1", "/agent/v1/state")
+    ms1 = server_state(e2e, "ms-1")
     assert (ms1["version"], ms1["phase"], ms1["service"]["online"]) == ("2025.1", "Running", True)
-    assert agent(e2e, "ps-1", "/agent/v1/state")["service"]["online"] is False
+    assert server_state(e2e, "ps-1")["service"]["online"] is False
     (cut,) = status["cutovers"]
     assert (cut["server"], cut["method"], cut["state"]) == ("ps-1", "Policy", "OldServerOffline")
-    events = e2e.assert_guide_kept()
     assert seq(events, "server-online", "ps-1-new") < seq(events, "policy-deploy") < seq(events, "server-offline",
                                                                                           "ps-1")
-    assert e2e.user_data() == e2e.data_before
 
 
 def test_in_place_is_refused_for_a_personalization_server_sharing_the_default_website_root(e2e: E2E) -> None:
@@ -233,24 +221,22 @@ def test_a_replicated_personalization_estate_replicates_again_on_its_new_servers
                  servers={"ms-1": {"replacement": None}})
     plan = e2e.wait_phase(name, *TERMINAL, timeout=240)
     status = plan["status"]
-    assert status["phase"] == "Succeeded", status.get("message")
+    events = assert_succeeded(e2e, plan, "2025.1", ["ms-1", "ps-1-new", "ps-2-new"], replaced=["ps-1", "ps-2"])
     servers = {s["name"]: s for s in status["servers"]}
     assert {n: servers[n].get("replication") for n in ("ps-1", "ps-2", "ps-1-new", "ps-2-new")} == {
         "ps-1": "Disabled", "ps-2": "Disabled", "ps-1-new": "Enabled", "ps-2-new": "Enabled"}
     replication = next(c for c in status["conditions"] if c["type"] == "ReplicationDisabled")
     assert replication["status"] == "False", replication
-    new_subscriber = agent(e2e, "ps-2-new", "/agent/v1/state")
+    new_subscriber = server_state(e2e, "ps-2-new")
     assert new_subscriber["replication"] == {"role": "Subscriber", "group": "new", "enabled": True,
                                              "caughtUp": True}
-    assert agent(e2e, "ps-1", "/agent/v1/clients")["policy"]["urls"] == [fleet.url("ps-1-new"),
+    assert agent_ok(e2e, "ps-1", "GET", "/agent/v1/clients")["policy"]["urls"] == [fleet.url("ps-1-new"),
                                                                         fleet.url("ps-2-new")]
-    events = e2e.assert_guide_kept()
     off = [e.seq for e in events if e.op == "replication" and e.outcome == "ok" and not e.detail["enabled"]]
     on = [e.seq for e in events if e.op == "replication" and e.outcome == "ok" and e.detail["enabled"]]
     assert max(off) < seq(events, "schema-migrate", "ps-1-new") < seq(events, "server-offline", "ps-2") < min(on)
     assert {e.server for e in events if e.op == "replication" and e.outcome == "ok" and e.detail["enabled"]} == \
         {"ps-1-new", "ps-2-new"}
-    assert e2e.user_data() == e2e.data_before
 
 
 # ---------------------------------------------------------------- failure halfway
@@ -258,7 +244,7 @@ def test_a_replicated_personalization_estate_replicates_again_on_its_new_servers
 
 def test_a_failure_halfway_leaves_old_and_new_servers_consistent_and_described(e2e: E2E) -> None:
     e2e.start_fleet(FLEETS / "cleaninstall-behind.yaml")
-    agent(e2e, "ps-1-new", "/agent/v1/faults", {"kind": "install-fail"})
+    agent_ok(e2e, "ps-1-new", "POST", "/agent/v1/faults", {"kind": "install-fail"})
     e2e.start_operator()
     name = apply(e2e)
     plan = e2e.wait_phase(name, *TERMINAL, timeout=240)
@@ -270,10 +256,10 @@ def test_a_failure_halfway_leaves_old_and_new_servers_consistent_and_described(e
 
     # Management was wholly moved before; Personalization wholly untouched: its clients still reach ps-1
     assert e2e.fleet is not None
-    clients = agent(e2e, "ps-1", "/agent/v1/clients")
+    clients = agent_ok(e2e, "ps-1", "GET", "/agent/v1/clients")
     assert reaches(clients) == {"deploymentAgent": "ms-1-new", "policy[0]": "ps-1"} and clients["cutOff"] == []
     assert clients["dnsRecords"][VHOST]["server"] == "ps-1"
-    ps1, new = agent(e2e, "ps-1", "/agent/v1/state"), agent(e2e, "ps-1-new", "/agent/v1/state")
+    ps1, new = server_state(e2e, "ps-1"), server_state(e2e, "ps-1-new")
     assert (ps1["version"], ps1["phase"], ps1["service"]["online"]) == ("2023.1", "Running", True)
     assert ps1["database"]["schemaVersion"] == "2023.1"
     assert (new["version"], new["phase"], new["service"]["online"]) == ("2024.1", "Failed", False)

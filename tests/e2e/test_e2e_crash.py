@@ -19,18 +19,27 @@ What "nothing done twice" means, from the estate's own records (not the operator
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from e2e.e2e_support import E2E, agent_state, backups_of, watch_for
+from e2e.e2e_support import (
+    DATABASES,
+    E2E,
+    SERVERS,
+    TERMINAL,
+    accepted,
+    assert_succeeded,
+    backups_of,
+    server_state,
+    watch_for,
+)
 
 pytestmark = pytest.mark.e2e
 
-SERVERS = ("ms-1", "ms-2", "ps-1", "ps-2", "ps-3")
-DATABASES = ("mgmt-db", "pers-db")
 # Long enough that a kill "in the middle" lands in the middle: an install takes 1.5 s, a schema hop of
 # two catalog releases 2 x 1 s.
 CRASH_TIMING = {"install": 1.5, "migration_step": 1.0}
@@ -44,8 +53,9 @@ TWO_HOPS = {"targetVersion": "2025.1"}
 @dataclass(frozen=True)
 class At:
     """A kill point: when step `step` (of hop `hop`, for `server`/`database` if given) leaves Pending, or
-    with `requested` once its effect was accepted (the operator notes "...: requested"), wait `after`
-    seconds (0: right there), then SIGKILL the operator. `step="hop"`: when hop `hop` is recorded."""
+    with `requested` once its effect was accepted (the operator notes "...: requested", or the journal
+    shows it), wait `after` seconds (0: right there), then SIGKILL the operator. `step="hop"`: when hop
+    `hop` is recorded."""
 
     step: str
     server: str | None = None
@@ -59,14 +69,14 @@ class At:
                 and (self.server is None or s.get("server") == self.server)
                 and (self.database is None or s.get("database") == self.database))
 
-    def reached(self, plan: dict[str, Any]) -> bool:
+    def reached(self, plan: dict[str, Any], e2e: E2E) -> bool:
         status = plan.get("status") or {}
         if self.step == "hop":  # the hop boundary: the next hop recorded, none of its steps started yet
             return int(status.get("currentHop") or 0) >= self.hop
         for s in status.get("steps", []):
             if self.matches(s) and s.get("state") != "Pending":
                 return not self.requested or s.get("state") != "Running" or \
-                    str(s.get("message") or "").endswith(": requested")
+                    str(s.get("message") or "").endswith(": requested") or accepted(e2e, s)
         return False
 
     def __str__(self) -> str:
@@ -126,11 +136,13 @@ def final_state(e2e: E2E, name: str) -> dict[str, Any]:
     """What an upgrade leaves behind, from the plan's status and from the servers themselves."""
     assert e2e.fleet is not None
     status = e2e.plan(name)["status"]
-    agents = {s: agent_state(e2e, s) for s in SERVERS}
+    agents = {s: server_state(e2e, s) for s in SERVERS}
     return {
         "phase": status["phase"],
         "steps": sorted((s["hop"], s["name"], s.get("server") or "", s.get("database") or "", s["state"])
                         for s in status["steps"]),
+        "summaries": {i: (h["summary"]["succeeded"], h["summary"]["skipped"], h["summary"]["firstServers"])
+                      for i, h in enumerate(status["path"], start=1) if h.get("summary")},
         "status.servers": {s["name"]: (s["version"], s.get("online"), s.get("replication"), s["health"])
                            for s in status["servers"]},
         "status.databases": {d["name"]: (d["schemaVersion"], d["lastBackup"]["hop"], d["lastBackup"]["verified"])
@@ -146,7 +158,11 @@ def expected_state(path: list[tuple[str, str]]) -> dict[str, Any]:
     target = path[-1][1]
     firsts = {"mgmt-db": "ms-1", "pers-db": "ps-1"}
     steps = [(0, n, "", "", "Succeeded") for n in ("Preflight", "Plan", "RecordBaseline")]
+    summaries = {}
     for hop in range(1, len(path) + 1):
+        if hop > 1:  # the hop before was summarised when this one started
+            summaries[hop - 1] = (len([s for s in steps if s[0] == hop - 1]), 0, firsts)
+            steps = [s for s in steps if s[0] != hop - 1]
         steps += [(hop, n, "", "", "Succeeded") for n in ("DisableReplication", "TakeOutOfRotation",
                                                            "BringIntoRotation", "RestoreReplication",
                                                            "VerifyReplication")]
@@ -161,6 +177,7 @@ def expected_state(path: list[tuple[str, str]]) -> dict[str, Any]:
     return {
         "phase": "Succeeded",
         "steps": sorted(steps),
+        "summaries": summaries,
         "status.servers": {s: (target, True, replication[s], "Healthy")
                            for s in SERVERS},
         "status.databases": {d: (target, len(path), True) for d in DATABASES},
@@ -170,7 +187,9 @@ def expected_state(path: list[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
-def assert_nothing_irreversible_repeated(e2e: E2E, name: str, killed_during_backup: set[tuple[str, int]]) -> None:
+def assert_nothing_irreversible_repeated(e2e: E2E, name: str, killed_during_backup: Counter[tuple[str, int]]) -> None:
+    """`killed_during_backup`: how many operators died while each (database, hop)'s backup was still to be
+    recorded; each of them may have decided it (the next one decides it again), every other life once."""
     status = e2e.plan(name)["status"]
     path = [(h["from"], h["to"]) for h in status["path"]]
     events = e2e.assert_guide_kept()
@@ -195,7 +214,7 @@ def assert_nothing_irreversible_repeated(e2e: E2E, name: str, killed_during_back
         for hop in range(1, len(path) + 1):
             asked = len([ln for ln in log.splitlines() if f"decided: BackupDatabase {db} id " in ln
                          and ln.rstrip().endswith(f"(hop {hop})")])
-            allowed = 2 if (db, hop) in killed_during_backup else 1
+            allowed = 1 + killed_during_backup[(db, hop)]
             assert 1 <= asked <= allowed, f"BackupDatabase {db} hop {hop} asked {asked} times"
 
 
@@ -206,24 +225,42 @@ def _epoch(when: str | datetime) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
-def run_with_kills(e2e: E2E, case: Case, spec: dict[str, Any]) -> str:
+def backups_running(plan: dict[str, Any]) -> set[tuple[str, int]]:
+    """The (database, hop) whose backup may have been decided when the kill landed: the status says it is
+    being taken, or it is still to be taken in the current hop (the databases' lanes run beside the other
+    steps, and a backup decided an instant before the kill, its decision logged but never written, is
+    decided again by the next operator: the backups themselves are checked apart, one per hop). The next
+    hop's too: one look may finish a hop, start the next and decide its backups before its write lands."""
+    status = plan.get("status") or {}
+    hop = int(status.get("currentHop") or 0)
+    return {(str(s.get("database")), int(s["hop"])) for s in status.get("steps", [])
+            if s["name"] == "BackupDatabase"
+            and (s.get("state") == "Running" or (s.get("state") == "Pending" and int(s["hop"]) in (hop, hop + 1)))}
+
+
+def run_with_kills(e2e: E2E, case: Case, spec: dict[str, Any],
+                   mid_backup: Counter[tuple[str, int]] | None = None) -> str:
+    """The plan run to its end, the operator killed at each of `case.kills`; `mid_backup` counts the kills
+    that landed while each backup was still to be recorded."""
     e2e.start_fleet(**dict(case.timing))
     e2e.start_operator()
     name = e2e.apply_plan(**spec)
     t0 = time.monotonic()
     for at in case.kills:
-        plan = watch_for(e2e, name, at.reached, timeout=120, what=f"{at} started")
+        plan = watch_for(e2e, name, lambda p, at=at: at.reached(p, e2e), timeout=120, what=f"{at} started")
         if at.after:
             time.sleep(at.after)
         e2e.kill_operator()
         plan = e2e.plan(name)
         status = plan.get("status") or {}
+        if mid_backup is not None:
+            mid_backup.update(backups_running(plan))
         print(f"{time.monotonic() - t0:5.1f} s: killed at {at}: {summary(plan)}")
         assert status.get("phase") == "Running", f"the kill at {at} did not interrupt a run: {summary(plan)}"
         e2e.start_operator()
-    plan = e2e.wait_phase(name, "Succeeded", "Failed", "RolledBack", timeout=180)
+    plan = e2e.wait_phase(name, *TERMINAL, timeout=180)
     print(f"{time.monotonic() - t0:5.1f} s: {plan['status']['phase']}")
-    assert plan["status"]["phase"] == "Succeeded", plan["status"].get("message")
+    assert_succeeded(e2e, plan, spec["targetVersion"], SERVERS)
     return name
 
 
@@ -234,13 +271,15 @@ def run_with_kills(e2e: E2E, case: Case, spec: dict[str, Any]) -> str:
 def test_killed_at_every_step_of_a_hop(e2e: E2E, case: str) -> None:
     kills = CASES[case].kills
     spec = TWO_HOPS if any(k.hop > 1 for k in kills) else ONE_HOP
-    name = run_with_kills(e2e, CASES[case], spec)
+    mid_backup: Counter[tuple[str, int]] = Counter()
+    name = run_with_kills(e2e, CASES[case], spec, mid_backup)
     path = [(h["from"], h["to"]) for h in e2e.plan(name)["status"]["path"]]
     final, expected = final_state(e2e, name), expected_state(path)
     assert final == expected, {k: (final[k], expected[k]) for k in final if final[k] != expected[k]}
-    assert_nothing_irreversible_repeated(e2e, name, {(k.database or "", k.hop) for k in kills
-                                                     if k.step == "BackupDatabase"})
-    assert e2e.user_data() == e2e.data_before
+    # (Seen: the kills at mgmt-db's and at pers-db's backup both landed before mgmt-db's was recorded, the
+    # two backups being decided in one turn: three lives decided mgmt-db's, one backup was taken.)
+    aimed = Counter((k.database or "", k.hop) for k in kills if k.step == "BackupDatabase")
+    assert_nothing_irreversible_repeated(e2e, name, mid_backup | aimed)
 
 
 # Kill again and again, a few seconds into each life of the operator (counted from when it answers its
@@ -268,6 +307,7 @@ def test_killed_again_and_again(e2e: E2E) -> None:
     e2e.start_operator()
     name = e2e.apply_plan(**TWO_HOPS)
     interrupted: list[str] = []
+    mid_backup: Counter[tuple[str, int]] = Counter()
     for seconds in INTERVALS:
         wait_alive(e2e)
         time.sleep(seconds)
@@ -275,18 +315,18 @@ def test_killed_again_and_again(e2e: E2E) -> None:
         plan = e2e.plan(name)
         if (plan.get("status") or {}).get("phase") != "Running":
             break
+        mid_backup.update(backups_running(plan))
         interrupted.append(summary(plan))
         e2e.start_operator()
     print("\n".join(f"kill {i + 1}: {s}" for i, s in enumerate(interrupted)))
     assert len(interrupted) >= 6, f"only {len(interrupted)} kills interrupted the run: make the intervals shorter"
-    plan = e2e.wait_phase(name, "Succeeded", "Failed", "RolledBack", timeout=240)
-    assert plan["status"]["phase"] == "Succeeded", plan["status"].get("message")
+    plan = e2e.wait_phase(name, *TERMINAL, timeout=240)
+    assert_succeeded(e2e, plan, TWO_HOPS["targetVersion"], SERVERS)
     path = [(h["from"], h["to"]) for h in plan["status"]["path"]]
     final, expected = final_state(e2e, name), expected_state(path)
     assert final == expected, {k: (final[k], expected[k]) for k in final if final[k] != expected[k]}
-    # Any kill may have landed while a backup was being taken: a second request is allowed for each.
-    assert_nothing_irreversible_repeated(e2e, name, {(d, h) for d in DATABASES for h in (1, 2)})
-    assert e2e.user_data() == e2e.data_before
+    # A kill may have landed while a backup was still to be recorded: one more decision is allowed for each.
+    assert_nothing_irreversible_repeated(e2e, name, mid_backup)
 
 
 # The simulator fleet process itself SIGKILLed and started again (same databases, same ports) while the
@@ -303,19 +343,18 @@ def test_the_simulator_fleet_killed_and_restarted_mid_run(e2e: E2E) -> None:
     name = e2e.apply_plan(**ONE_HOP)
     urls = {s: fleet.url(s) for s in SERVERS}
     for at in FLEET_KILLS:
-        watch_for(e2e, name, at.reached, timeout=120, what=f"{at} started")
+        watch_for(e2e, name, lambda p, at=at: at.reached(p, e2e), timeout=120, what=f"{at} started")
         time.sleep(at.after)
         plan = e2e.plan(name)
         fleet.restart(down_seconds=2.0)
         print(f"fleet killed at {at}: {summary(plan)}")
         assert plan["status"]["phase"] == "Running", summary(plan)
     assert {s: fleet.url(s) for s in SERVERS} == urls
-    plan = e2e.wait_phase(name, "Succeeded", "Failed", "RolledBack", timeout=180)
-    assert plan["status"]["phase"] == "Succeeded", plan["status"].get("message")
+    plan = e2e.wait_phase(name, *TERMINAL, timeout=180)
+    assert_succeeded(e2e, plan, ONE_HOP["targetVersion"], SERVERS)
     path = [(h["from"], h["to"]) for h in plan["status"]["path"]]
     final, expected = final_state(e2e, name), expected_state(path)
     assert final == expected, {k: (final[k], expected[k]) for k in final if final[k] != expected[k]}
-    assert_nothing_irreversible_repeated(e2e, name, set())
+    assert_nothing_irreversible_repeated(e2e, name, Counter())
     events = e2e.journal()
     assert sum(e.op == "start" for e in events) >= 4 * len(SERVERS), "the fleet was not restarted 3 times"
-    assert e2e.user_data() == e2e.data_before

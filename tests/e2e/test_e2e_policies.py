@@ -8,12 +8,20 @@ process, injects faults through the agent API, and checks the final status, the 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
-from e2e.e2e_helpers import (
+from e2e.e2e_support import (
+    E2E,
+    FLEETS,
+    PERS_FLEET,
+    PERS_PLAN,
+    PERS_SERVERS,
+    SERVERS,
+    TERMINAL,
     assert_succeeded,
     condition,
     inject,
@@ -23,13 +31,8 @@ from e2e.e2e_helpers import (
     server_state,
     steps_of,
 )
-from e2e.e2e_support import E2E
 
 pytestmark = pytest.mark.e2e
-
-FLEETS = Path(__file__).parent / "fleets"
-EXAMPLE_SERVERS = ["ms-1", "ms-2", "ps-1", "ps-2", "ps-3"]
-TERMINAL = ("Succeeded", "Failed", "RolledBack")
 
 
 # ---------------------------------------------------------------- shared checks
@@ -46,7 +49,7 @@ def estate_line(state: dict[str, Any]) -> str:
     return f"{state['name']} {' '.join(bits)}"
 
 
-def assert_estate_as_said(e2e: E2E, message: str, servers: list[str]) -> dict[str, dict[str, Any]]:
+def assert_estate_as_said(e2e: E2E, message: str, servers: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The failure message's description of the estate is what the servers themselves report now."""
     states = {name: server_state(e2e, name) for name in servers}
     for state in states.values():
@@ -84,7 +87,7 @@ def test_one_hop(e2e: E2E) -> None:
     plan = e2e.wait_phase(name, *TERMINAL, timeout=120)
     assert [(h["from"], h["to"]) for h in plan["status"]["path"]] == [("2021.1", "2023.1")]
     assert plan["status"]["hopDisplay"] == "1/1"
-    assert_succeeded(e2e, plan, "2023.1", EXAMPLE_SERVERS)
+    assert_succeeded(e2e, plan, "2023.1", SERVERS)
     events = e2e.journal()
     assert {e.detail.get("jump") for e in installs(events)} == {2}
     migrated = [(e.database, e.detail.get("to")) for e in events if e.op == "schema-migrated"]
@@ -94,21 +97,22 @@ def test_one_hop(e2e: E2E) -> None:
 def test_one_major_release_per_hop_on_personalization_servers_only(e2e: E2E) -> None:
     """maxMajorVersionsPerStep 1, 2021.1 -> 2023.1 in two hops, on a Master and two Subscribers without a
     load balancer: replication off and back on in each hop, no rotation call at all."""
-    servers = ["ps-1", "ps-2", "ps-3"]
+    servers = PERS_SERVERS
     e2e.start_operator()
-    e2e.start_fleet(FLEETS / "personalization-only.yaml")
-    name = e2e.apply_plan(FLEETS / "personalization-only.plan.yaml", targetVersion="2023.1",
-                          maxMajorVersionsPerStep=1)
+    e2e.start_fleet(PERS_FLEET)
+    name = e2e.apply_plan(PERS_PLAN, targetVersion="2023.1", maxMajorVersionsPerStep=1)
     plan = e2e.wait_phase(name, *TERMINAL, timeout=120)
     status = plan["status"]
     assert [(h["from"], h["to"]) for h in status["path"]] == [("2021.1", "2022.1"), ("2022.1", "2023.1")]
     assert status["hopDisplay"] == "2/2"
     assert_succeeded(e2e, plan, "2023.1", servers)
-    for hop in (1, 2):
-        for skipped in ("TakeOutOfRotation", "BringIntoRotation"):
-            assert [s["state"] for s in steps_of(plan, skipped, hop)] == ["Skipped"]
-        for done in ("DisableReplication", "RestoreReplication", "VerifyReplication"):
-            assert [s["state"] for s in steps_of(plan, done, hop)] == ["Succeeded"]
+    for skipped in ("TakeOutOfRotation", "BringIntoRotation"):
+        assert [s["state"] for s in steps_of(plan, skipped, 2)] == ["Skipped"]
+    for done in ("DisableReplication", "RestoreReplication", "VerifyReplication"):
+        assert [s["state"] for s in steps_of(plan, done, 2)] == ["Succeeded"]
+    # hop 1's steps were summarised when hop 2 started: only the rotation steps were skipped
+    assert not [s for s in status["steps"] if s["hop"] == 1]
+    assert status["path"][0]["summary"]["skipped"] == 2 and status["path"][0]["summary"]["succeeded"] > 5
     assert {s["name"]: s["replication"] for s in status["servers"]} == dict.fromkeys(servers, "Enabled")
     events = e2e.journal()
     assert {e.detail.get("jump") for e in installs(events)} == {1}
@@ -162,7 +166,7 @@ def test_halt_when_a_later_server_fails_to_install(e2e: E2E) -> None:
     name = e2e.apply_plan(targetVersion="2023.1", failurePolicy="Halt")
     plan = e2e.wait_phase(name, *TERMINAL, timeout=120)
     message = assert_failed_at(plan, "InstallFailed", "InstallServer", "ms-2", "injected fault: the installer failed")
-    states = assert_estate_as_said(e2e, message, EXAMPLE_SERVERS)
+    states = assert_estate_as_said(e2e, message, SERVERS)
     assert states["ms-2"]["phase"] == "Failed" and states["ms-2"]["version"] == "2021.1"
     # what was done before stays done; nothing after the failure was started
     assert states["ms-1"]["version"] == states["ps-1"]["version"] == "2023.1"
@@ -187,7 +191,7 @@ def test_halt_when_the_schema_migration_fails(e2e: E2E) -> None:
     name = e2e.apply_plan(targetVersion="2023.1", failurePolicy="Halt")
     plan = e2e.wait_phase(name, *TERMINAL, timeout=120)
     message = assert_failed_at(plan, "MigrationFailed", "UpgradeSchema", "ms-1", "mgmt-db")
-    states = assert_estate_as_said(e2e, message, EXAMPLE_SERVERS)
+    states = assert_estate_as_said(e2e, message, SERVERS)
     # the half-migrated schema is left as it is, with the verified backup recorded for a human to restore
     schema = states["ms-1"]["database"]["schemaVersion"]
     assert schema not in ("2021.1", "2023.1") and f"mgmt-db schema {schema}" in message
@@ -212,7 +216,7 @@ def test_halt_when_the_status_page_flaps_past_the_timeout(e2e: E2E) -> None:
     plan = e2e.wait_phase(name, *TERMINAL, timeout=120)
     message = assert_failed_at(plan, "HealthCheckFailed", "HealthCheck", "ms-1", "did not confirm 2 time(s) in a row",
                                "within 6s", "injected health flap")
-    states = assert_estate_as_said(e2e, message, EXAMPLE_SERVERS)
+    states = assert_estate_as_said(e2e, message, SERVERS)
     assert states["ms-1"]["version"] == "2023.1" and not states["ms-1"]["rotation"]["inRotation"]
     assert all(states[s]["version"] == "2021.1" for s in ("ms-2", "ps-1", "ps-2", "ps-3"))
     events = e2e.assert_guide_kept()
@@ -227,7 +231,7 @@ def test_halt_when_an_install_hangs(e2e: E2E) -> None:
     name = e2e.apply_plan(targetVersion="2023.1", failurePolicy="Halt")
     plan = e2e.wait_phase(name, *TERMINAL, timeout=120)
     message = assert_failed_at(plan, "Timeout", "InstallServer", "ms-2", "did not finish within 6s")
-    states = assert_estate_as_said(e2e, message, EXAMPLE_SERVERS)
+    states = assert_estate_as_said(e2e, message, SERVERS)
     assert states["ms-2"]["phase"] == "Installing" and states["ms-2"]["install"]["targetVersion"] == "2023.1"
     assert states["ps-2"]["version"] == states["ps-3"]["version"] == "2021.1"
     e2e.assert_guide_kept()
@@ -244,7 +248,7 @@ def assert_rolled_back(e2e: E2E, plan: dict[str, Any], reason_step: str, server:
     assert condition(plan, "Failed")["status"] == "True" and condition(plan, "Failed")["reason"] == "RolledBack"
     assert reason_step in status["message"] and server in status["message"], status["message"]
     assert e2e.user_data() == e2e.data_before
-    for name in EXAMPLE_SERVERS:
+    for name in SERVERS:
         state = server_state(e2e, name)
         assert state["version"] == "2021.1" and state["phase"] == "Running", state
         assert state["database"]["schemaVersion"] == "2021.1"
@@ -252,7 +256,7 @@ def assert_rolled_back(e2e: E2E, plan: dict[str, Any], reason_step: str, server:
             assert state["rotation"]["inRotation"], state
         if state["replication"]["role"] != "None":
             assert state["replication"]["enabled"], state
-    assert {s["name"]: s["version"] for s in status["servers"]} == dict.fromkeys(EXAMPLE_SERVERS, "2021.1")
+    assert {s["name"]: s["version"] for s in status["servers"]} == dict.fromkeys(SERVERS, "2021.1")
     assert status["currentVersion"] == "2021.1"
     assert condition(plan, "ReplicationDisabled")["status"] == "False"
     assert all(d["schemaVersion"] == "2021.1" for d in status["databases"])
@@ -276,20 +280,6 @@ def test_rollback_after_a_failed_schema_migration(e2e: E2E) -> None:
     assert not installs(events, "ms-2")
 
 
-def test_rollback_after_a_later_server_fails_to_install(e2e: E2E) -> None:
-    e2e.start_operator()
-    e2e.start_fleet()
-    inject(e2e, "ps-3", "install-fail")
-    name = e2e.apply_plan(targetVersion="2023.1", failurePolicy="Rollback")
-    plan = e2e.wait_phase(name, *TERMINAL, timeout=150)
-    assert_rolled_back(e2e, plan, "InstallServer", "ps-3")
-    assert [s["state"] for s in steps_of(plan, "RestoreBackup")] == ["Succeeded", "Succeeded"]
-    events = e2e.journal()
-    for server in ("ms-1", "ms-2", "ps-1", "ps-2"):
-        assert [e.detail.get("to") for e in installs(events, server)] == ["2023.1", "2021.1"]
-    assert [e.detail.get("to") for e in installs(events, "ps-3")] == ["2023.1", "2021.1"]
-
-
 # ---------------------------------------------------------------- transient faults
 
 
@@ -302,9 +292,15 @@ def test_transient_faults_are_ridden_out(e2e: E2E) -> None:
     e2e.wait_for(name, lambda p: any(s["state"] in ("Running", "Succeeded")
                                      for s in steps_of(p, "UpgradeSchema", database="mgmt-db")),
                  timeout=90, what="the schema upgrade of mgmt-db")
+    # The crash lands once ms-1 migrates (a crash before the portal took the request would lose it, and a
+    # request whose fate is unknown is never sent again: the plan would halt, as it must).
+    deadline = time.monotonic() + 60
+    while not any(e.op == "schema-migrate" and e.outcome == "ok" and e.server == "ms-1" for e in e2e.journal()):
+        assert time.monotonic() < deadline, "ms-1 never started the schema migration of mgmt-db"
+        time.sleep(0.1)
     inject(e2e, "ms-1", "crash", delay_ms=1500)
     plan = e2e.wait_phase(name, *TERMINAL, timeout=120)
-    assert_succeeded(e2e, plan, "2023.1", EXAMPLE_SERVERS)
+    assert_succeeded(e2e, plan, "2023.1", SERVERS)
     events = e2e.journal()
     assert [e.op for e in events if e.server == "ms-1" and e.op in ("crash", "restart")] == ["crash", "restart"]
     assert "cannot observe ms-1" in operator_log(e2e)

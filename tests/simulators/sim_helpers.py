@@ -32,6 +32,11 @@ async def wait_for(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], w
         await asyncio.sleep(every)
 
 
+def reaches(clients: dict[str, Any]) -> dict[str, str | None]:
+    """What each client of a `GET /agent/v1/clients` answer reaches (a server name, or None)."""
+    return {c["client"]: c["server"] for c in clients["clients"]}
+
+
 async def phase(client: AgentClient) -> str:
     reply = await client.state()
     assert reply.status == 200, reply.text

@@ -15,7 +15,7 @@ from uwm_sim.config import ConfigError, parse_fleet
 from uwm_sim.fleet import running_fleet
 from uwm_sim.journal import Event, violations
 
-from sim_helpers import FAST, RELEASES, TOKEN
+from sim_helpers import FAST, RELEASES, TOKEN, reaches
 
 pytest_plugins = ["sim_fixtures"]
 
@@ -89,10 +89,6 @@ def staged(make_db: Callable[[], str]) -> Callable[[], dict[str, Any]]:
     return build
 
 
-def _reaches(clients: dict[str, Any]) -> dict[str, str | None]:
-    return {c["client"]: c["server"] for c in clients["clients"]}
-
-
 async def _service_status(url: str) -> int:
     async with aiohttp.ClientSession() as s, s.get(url + "/PersonalizationServer/anything") as r:
         return r.status
@@ -104,11 +100,12 @@ async def test_a_staged_clean_install_moves_every_client_without_cutting_one_off
             fleet.client("ms-1-new") as new_ms, fleet.client("ps-1-new") as new_ps, fleet.client("ps-1") as ps1:
         ms_url, ps_url = fleet.servers["ms-1-new"].url, fleet.servers["ps-1-new"].url
         start = (await ms1.clients()).body
-        assert _reaches(start) == {"deploymentAgent": "ms-1", "policy[0]": "ps-1"} and start["cutOff"] == []
+        assert reaches(start) == {"deploymentAgent": "ms-1", "policy[0]": "ps-1"} and start["cutOff"] == []
         assert start["policy"]["urls"] == ["http://pers.uwm.test"]
         state = (await new_ps.state()).body
         assert state["service"] == {"online": False, "virtualHosts": []}
-        assert state["website"] == {"name": "Personalization", "default": False, "otherAppsInRoot": []}
+        assert state["website"] == {"name": "Personalization", "default": False, "otherAppsInRoot": [],
+                                    "binding": None}
         assert await _service_status(fleet.servers["ps-1-new"].url) == 503
 
         # the guide: the new Management Server URL goes into the Failover Server List before it comes online
@@ -128,12 +125,12 @@ async def test_a_staged_clean_install_moves_every_client_without_cutting_one_off
         assert offline.status == 409 and offline.rule == "not-serving"
         assert (await new_ps.service(True)).status == 200
         switched = await ps1.clients_action("switch-dns-record", host="pers.uwm.test", url=ps_url)
-        assert switched.status == 200 and _reaches(switched.body["clients"])["policy[0]"] == "ps-1-new"
+        assert switched.status == 200 and reaches(switched.body["clients"])["policy[0]"] == "ps-1-new"
 
         for old in (ms1, ps1):
             assert (await old.service(False)).status == 200
         end = (await new_ms.clients()).body
-        assert _reaches(end) == {"deploymentAgent": "ms-1-new", "policy[0]": "ps-1-new"} and end["cutOff"] == []
+        assert reaches(end) == {"deploymentAgent": "ms-1-new", "policy[0]": "ps-1-new"} and end["cutOff"] == []
         assert await _service_status(fleet.servers["ps-1"].url) == 503
         events = await fleet.journal()
     ops = [e.op for e in events if e.outcome == "ok"]

@@ -13,7 +13,7 @@ from uwm_sim.db import Database, DatabaseError, redact
 from uwm_sim.dialect import detect
 from uwm_sim.fleet import FleetError, running_fleet
 
-from sim_helpers import checksum, query
+from sim_helpers import checksum, query, wait_for
 
 pytest_plugins = ["sim_fixtures"]
 
@@ -72,8 +72,9 @@ async def test_restart_keeps_state_reset_clears_it(small: Callable[..., dict[str
         await c.install("2022.1")
         await c.fault("slow", count=5, delay_ms=1)
     async with running_fleet(cfg) as fleet, fleet.client("ms-2") as c:
-        state = (await c.state()).body
-        assert state["version"] == "2022.1" and state["faults"][0]["kind"] == "slow"
+        # The install may still be in flight when the first fleet stops: the restarted one finishes it.
+        reply = await wait_for(c.state, lambda r: r.body["version"] == "2022.1")
+        assert reply.body["faults"][0]["kind"] == "slow"
     async with running_fleet(cfg, reset=True) as fleet, fleet.client("ms-2") as c:
         state = (await c.state()).body
         assert state["version"] == "2021.1" and state["faults"] == []

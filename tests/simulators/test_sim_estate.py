@@ -119,7 +119,7 @@ ROTATION_CASES = [
     ("not load-balanced", replace(MS, load_balanced=False), True, Phase.RUNNING, "not-load-balanced"),
     ("out is always allowed", MS, False, Phase.MISMATCH, None),
     ("in when running", MS, True, Phase.RUNNING, None),
-    ("in while starting", MS, True, Phase.STARTING, None),
+    ("in while starting: not confirmed yet", MS, True, Phase.STARTING, "status-not-confirmed"),
     ("in while installing", MS, True, Phase.INSTALLING, "busy"),
     ("in while locked out", MS, True, Phase.LOCKED_OUT, "schema-locked"),
     ("in on a version mismatch", MS, True, Phase.MISMATCH, "version-mismatch"),

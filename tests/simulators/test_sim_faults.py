@@ -86,14 +86,11 @@ async def test_migration_fails_midway(small: Callable[..., dict[str, Any]]) -> N
 
 async def test_crash_and_restart(small: Callable[..., dict[str, Any]]) -> None:
     async with running_fleet(small()) as fleet, fleet.client("ms-2") as c:
-        reply = await c.fault("crash", delay_ms=600)
+        reply = await c.fault("crash", delay_ms=1500)
         assert reply.status == 200 and reply.body["crashing"]
-        await asyncio.sleep(0.2)
-        with pytest.raises(aiohttp.ClientError):
-            async with aiohttp.ClientSession() as s, s.get(fleet.servers["ms-2"].status_url) as r:
-                await r.read()
-        page = await wait_for(lambda: _try_status(fleet.servers["ms-2"].status_url), lambda s: s == 200, within=5)
-        assert page == 200
+        url = fleet.servers["ms-2"].status_url
+        assert await wait_for(lambda: _try_status(url), lambda s: s == 0, within=5) == 0, "down: no answer"
+        assert await wait_for(lambda: _try_status(url), lambda s: s == 200, within=10) == 200
         ops = [e.op for e in await fleet.journal() if e.server == "ms-2"]
         assert ops[-3:] == ["fault", "crash", "restart"]
 
@@ -108,11 +105,11 @@ async def _try_status(url: str) -> int:
 
 async def test_slow_answers(small: Callable[..., dict[str, Any]]) -> None:
     async with running_fleet(small()) as fleet, fleet.client("ms-2") as c:
-        await c.fault("slow", count=2, delay_ms=300)
+        await c.fault("slow", count=2, delay_ms=1000)  # a margin no loaded machine eats up
         durations = []
         for _ in range(3):
             began = time.monotonic()
             assert (await c.state()).status == 200
             durations.append(time.monotonic() - began)
-        assert durations[0] >= 0.3 and durations[1] >= 0.3 and durations[2] < 0.3
+        assert durations[0] >= 1.0 and durations[1] >= 1.0 and durations[2] < 1.0, durations
         assert (await c.state()).body["faults"] == []

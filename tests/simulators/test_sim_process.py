@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,9 @@ async def test_one_process_per_server_agree(estate: Callable[..., dict[str, Any]
         assert (await c["ps-2"].install("2022.1")).rule == "replication-enabled"
         await c["ps-1"].replication(False)
         await c["ps-1"].rotation(False)
+        # ps-3 (process 3) of its load-balancer pool is still in rotation.
+        assert (await c["ps-2"].install("2022.1")).rule == "pool-in-rotation"
+        await c["ps-3"].rotation(False)
         assert (await c["ps-2"].install("2022.1")).status == 202
         await wait_phase(c["ps-2"], "DatabaseUpdatesRequired")
         # A schema upgrade by process 2 locks out the servers of processes 1 and 3.
@@ -128,13 +132,14 @@ async def test_one_process_per_server_agree(estate: Callable[..., dict[str, Any]
 
 
 async def test_state_survives_a_killed_process(small: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
-    cfg = small(installSeconds=1.5, migrationStepSeconds=0.8)
+    cfg = small(installSeconds=3.0, migrationStepSeconds=0.8)
     path, env = write_fleet(tmp_path, cfg)
     proc, info = await start_cli(["fleet", str(path)], env)
     url2 = info["servers"]["ms-2"]["url"]
     async with AgentClient(url2, cfg["token"]) as c:
         await c.fault("health-flap", count=3)
         assert (await c.install("2023.1")).status == 202
+        asked = time.monotonic()
     proc.send_signal(signal.SIGKILL)
     await proc.wait()
     # Restarted: the install resumes and completes, the pending fault is still there.
@@ -142,8 +147,14 @@ async def test_state_survives_a_killed_process(small: Callable[..., dict[str, An
     try:
         async with AgentClient(info["servers"]["ms-2"]["url"], cfg["token"]) as c:
             state = (await c.state()).body
+            read = time.monotonic()
             assert state["faults"] == [{"kind": "health-flap", "count": 3, "delayMs": 0}]
-            assert state["phase"] == "Installing"
+            # The install runs by the clock, through the restart: still Installing if the restart took less
+            # than it (a loaded machine may take longer; then it is over, as time says).
+            if read - asked < cfg["timing"]["installSeconds"] - 0.2:
+                assert state["phase"] == "Installing", (read - asked, state["phase"])
+            elif read - asked > cfg["timing"]["installSeconds"] + 0.2:
+                assert state["phase"] == "DatabaseUpdatesRequired", (read - asked, state["phase"])
             await wait_phase(c, "DatabaseUpdatesRequired", within=10)
             await c.clear_faults()
             assert (await c.update_all()).status == 202

@@ -59,7 +59,8 @@ async def test_replication_rules(estate: Callable[..., dict[str, Any]]) -> None:
         assert (await s2.install("2022.1")).rule == "replication-enabled"
         await m.replication(False)
         assert not (await s2.state()).body["replication"]["caughtUp"]
-        await s2.rotation(False)
+        for c in (m, s2, s3):  # the whole ps-pool out of rotation
+            await c.rotation(False)
         assert (await s2.install("2022.1")).status == 202
         reply = await m.replication(True)
         assert reply.rule == "busy"

@@ -18,14 +18,18 @@ from typing import Any
 import pytest
 import yaml
 
+from uwm_upgrade.core.enums import ConditionType
+
 from conftest import REPO, Kube
 
 CRD_FILE = REPO / "crds" / "upgradeplans.upgrade.uwm.io.yaml"
 CRD_NAME = "upgradeplans.upgrade.uwm.io"
 EXAMPLE = REPO / "examples" / "upgradeplan.yaml"
+EXAMPLE_SECRETS = REPO / "examples" / "secrets.yaml"  # apart, so that deleting the plan's file leaves them
 CONTRACTS = REPO / "docs" / "contracts.md"
-RUNNING_PHASES = ("Running", "Paused", "RollingBack")
-IMMUTABLE_MESSAGE = "spec is immutable while status.phase is Running, Paused or RollingBack"
+RUNNING_PHASES = ("Running", "Paused", "RollingBack", "AwaitingWindow")
+IMMUTABLE_MESSAGE = "spec is immutable while the upgrade runs"
+STEERING = {"paused", "retry", "abort", "maintenanceWindow"}  # may change while the plan runs
 
 Json = dict[str, Any]
 
@@ -49,7 +53,7 @@ def _root_schema() -> Json:
 
 
 def _example_docs() -> list[Json]:
-    return [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
+    return [d for f in (EXAMPLE_SECRETS, EXAMPLE) for d in yaml.safe_load_all(f.read_text()) if d]
 
 
 def _example_plan() -> Json:
@@ -137,6 +141,8 @@ def test_every_contract_field_and_value_is_in_the_schema(part: str) -> None:
                 continue
             names = {n for n, _ in _walk(sub)} | {n.rsplit(".", 1)[-1] for n, _ in _walk(sub)}
             values = _values(sub)
+            if (part, field) == ("status", "conditions"):  # any type is admitted: ours are the operator's enum
+                values |= {str(t) for t in ConditionType} | {"True", "False", "Unknown"}
             for token in re.findall(r"`([^`]+)`", " ".join(cells[1:])):
                 if not IDENT.match(token):
                     continue  # a pattern, an expression or an example value
@@ -178,10 +184,10 @@ def test_crd_names_scope_and_version() -> None:
                        ("Step", ".status.currentStep"), ("Age", ".metadata.creationTimestamp")]
 
 
-def test_immutability_rule_compares_every_spec_field_but_paused() -> None:
+def test_immutability_rule_compares_every_spec_field_but_the_steering_ones() -> None:
     root = _root_schema()
     rules = root["x-kubernetes-validations"]
-    assert len(rules) == 1
+    assert [r["fieldPath"] for r in rules] == [".spec", ".spec.retry", ".spec.retry", ".spec.abort"]
     rule = rules[0]["rule"]
     for phase in RUNNING_PHASES:
         assert f"'{phase}'" in rule
@@ -189,7 +195,7 @@ def test_immutability_rule_compares_every_spec_field_but_paused() -> None:
         compared = f"self.spec.{field} == oldSelf.spec.{field}" in rule
         if field not in root["properties"]["spec"]["required"]:  # absent on both sides, or equal
             compared = compared and f"has(self.spec.{field}) == has(oldSelf.spec.{field})" in rule
-        assert compared == (field != "paused"), f"spec.{field} in the immutability rule: {compared}"
+        assert compared == (field not in STEERING), f"spec.{field} in the immutability rule: {compared}"
 
 
 def test_spec_strings_and_lists_are_bounded_and_rules_have_messages() -> None:
@@ -207,9 +213,21 @@ def test_spec_strings_and_lists_are_bounded_and_rules_have_messages() -> None:
     assert all(r.get("message") for r in rules), [r["rule"] for r in rules if not r.get("message")]
 
 
+def test_the_example_plans_keep_their_secrets_in_a_file_of_their_own() -> None:
+    """`kubectl delete -f examples/upgradeplan.yaml` must delete the plan alone: its teardown needs the
+    Secrets (deleted in the same command, the estate could not be reached to restore it)."""
+    for plan_file in REPO.glob("examples/upgradeplan*.yaml"):
+        kinds = [d["kind"] for d in yaml.safe_load_all(plan_file.read_text()) if d]
+        assert kinds == ["UpgradePlan"], (plan_file.name, kinds)
+    secrets = [d for d in yaml.safe_load_all(EXAMPLE_SECRETS.read_text()) if d]
+    assert {d["kind"] for d in secrets} == {"Secret"}
+    assert sorted(d["metadata"]["name"] for d in secrets) == ["uwm-agent", "uwm-databases", "uwm-license"]
+
+
 def test_example_is_the_documented_two_hop_estate() -> None:
     docs = _example_docs()
-    assert sorted(d["kind"] for d in docs) == ["Secret", "Secret", "UpgradePlan"]
+    # the third Secret, uwm-license, is examples/upgradeplan-defaultwebsite.yaml's
+    assert sorted(d["kind"] for d in docs) == ["Secret", "Secret", "Secret", "UpgradePlan"]
     secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
     spec = _example_plan()["spec"]
     assert spec["strategy"] == "InPlace"
@@ -317,15 +335,17 @@ def test_example_applies_and_defaults_are_filled_in(crd: Kube, namespace: str) -
     assert spec["paused"] is False
     assert spec["backup"] == {"enabled": True}
     assert spec["approval"] == {"required": False}
+    assert spec["baseline"] == {"acceptOutOfRotation": False, "acceptReplicationOff": False}
     assert all(s["loadBalanced"] is False for s in spec["personalizationServers"])
-    assert "status" not in got
+    # no operator wrote it yet: it reads as observed generation 0, which kstatus calls InProgress
+    assert got["status"] == {"observedGeneration": 0} and got["metadata"]["generation"] == 1
 
 
 def test_every_default_of_a_minimal_plan(crd: Kube, namespace: str) -> None:
     minimal = {
         "apiVersion": "upgrade.uwm.io/v1alpha1", "kind": "UpgradePlan", "metadata": {"name": "minimal"},
         "spec": {
-            "targetVersion": "2024.1",
+            "targetVersion": "2024.1", "releases": ["2023.1", "2024.1"],
             "databases": [{"name": "db", "kind": "Personalization",
                            "connectionSecretRef": {"name": "dbs", "key": "db"}}],
             "personalizationServers": [{"name": "ps-1", "url": "https://ps-1.example.com:7771", "database": "db"}],
@@ -342,6 +362,7 @@ def test_every_default_of_a_minimal_plan(crd: Kube, namespace: str) -> None:
         "maxMajorVersionsPerStep": 2, "strategy": "InPlace", "backup": {"enabled": True},
         "healthCheck": {"timeoutSeconds": 120, "periodSeconds": 2, "successThreshold": 1},
         "maxConcurrentServers": 1, "failurePolicy": "Halt", "paused": False, "approval": {"required": False},
+        "baseline": {"acceptOutOfRotation": False, "acceptReplicationOff": False},
     }
 
 
@@ -349,32 +370,43 @@ def _full_status() -> Json:
     """A status with every declared field set (checked against the schema below)."""
     t = "2026-01-02T03:04:05Z"
     return {
-        "phase": "Running", "observedGeneration": 1, "planHash": "sha256:" + "ab" * 32,
-        "path": [{"from": "2021.1", "to": "2023.1"}, {"from": "2023.1", "to": "2025.1"}],
+        "phase": "Running", "phaseSince": t, "observedGeneration": 1, "planHash": "sha256:" + "ab" * 32,
+        "retries": 1, "nextWindowStart": t,
+        "path": [{"from": "2021.1", "to": "2023.1", "summary": {
+                     "succeeded": 12, "skipped": 2, "startedAt": "2026-01-02T03:04:05Z",
+                     "finishedAt": "2026-01-02T03:24:05Z", "firstServers": {"mgmt-db": "ms-1"},
+                     "longestSeconds": {"InstallServer": 310.0}}},
+                 {"from": "2023.1", "to": "2025.1"}],
         "currentHop": 1, "currentStep": "upgrade-schema", "hopDisplay": "1/2",
         "currentVersion": "2021.1", "targetVersion": "2025.1",
         "steps": [
             {"name": "preflight", "hop": 0, "state": "Succeeded", "startedAt": t, "finishedAt": t,
              "message": "7 servers, 2 databases"},
             {"name": "upgrade-schema", "hop": 1, "state": "Running", "startedAt": t, "finishedAt": None,
-             "message": None, "server": "ms-1", "database": "mgmt-db"},
+             "message": None, "server": "ms-1", "database": "mgmt-db", "requestedAt": t, "retriedAt": t},
         ],
         "servers": [
             {"name": "ms-1", "kind": "Management", "version": "2021.1", "online": False,
-             "replication": "None", "replicationBefore": "None", "onlineBefore": True, "health": "Unknown"},
+             "replication": "None", "replicationBefore": "None", "onlineBefore": True, "health": "Unknown",
+             "offlineSince": t},
             {"name": "ps-1", "kind": "Personalization", "version": "2021.1", "online": True,
              "replication": "Disabled", "replicationBefore": "Enabled", "onlineBefore": False,
              "health": "LockedOut"},
         ],
         "databases": [
             {"name": "mgmt-db", "kind": "Management", "schemaVersion": "2021.1",
-             "lastBackup": {"id": "b-1", "hop": 1, "takenAt": t, "verified": True}},
+             "lastBackup": {"id": "b-1", "hop": 1, "takenAt": t, "verified": True},
+             "newReleaseServed": {"hop": 1, "version": "2023.1", "server": "ms-1", "since": t}},
         ],
         "cutovers": [
             {"server": "ps-1", "replacement": "ps-1-new", "method": "VirtualHostDns", "oldUrl": "http://ps-1:7771",
              "newUrl": "http://ps-1-new:7771", "virtualHost": "pers.example.com", "state": "OldServerOffline",
              "newServerOnlineAt": t, "clientsMovedAt": t, "oldServerOfflineAt": t,
              "message": "clients moved from http://ps-1:7771 to http://ps-1-new:7771 (DNS record pers.example.com)"},
+            {"server": "ms-1", "replacement": "ms-1-new", "method": "DefaultWebsite", "oldUrl": "http://ms-1:7751",
+             "newUrl": "http://ms-1-new:7751", "defaultWebsiteHost": "mgmt.example.com", "state": "ClientsMoved",
+             "license": {"secretName": "uwm-license", "key": "license", "fingerprint": "sha256:0123456789abcdef",
+                         "deployedAt": t}},
         ],
         "conditions": [
             {"type": "Progressing", "status": "True", "reason": "Upgrading", "message": "hop 1 of 2",
@@ -445,7 +477,7 @@ def test_invalid_status_is_rejected(crd: Kube, namespace: str, status: Json, exp
     _ok(_apply(crd, namespace, _example_plan()))
     res = _patch_status(crd, namespace, "estate-2025", status)
     assert res.returncode != 0 and expected in res.stderr, res.stderr
-    assert "status" not in _get(crd, namespace, "estate-2025")
+    assert _get(crd, namespace, "estate-2025")["status"] == {"observedGeneration": 0}  # nothing half-applied
 
 
 def test_printer_columns(crd: Kube, namespace: str) -> None:
@@ -508,6 +540,30 @@ def _replace_all_ps(virtual_host: bool = True) -> list[Mutation]:
                                                           else {})}) for i in range(3)]
 
 
+def _replace_all_ms(host: str | None = None, license_: Json | None = None) -> list[Mutation]:
+    """Every Management Server of the example replaced (out of its pool: a pool's servers cannot be)."""
+    def new(i: int) -> Json:
+        extra = {"defaultWebsiteHost": f"m{i}.{host}"} if host else {}
+        return {**extra, **({"license": license_} if license_ else {})}
+    return [m for i in range(2) for m in (
+        put(f"spec.managementServers.{i}.loadBalanced", False),
+        put(f"spec.managementServers.{i}.replacement", {"url": f"http://127.0.0.1:{8751 + i}", **new(i)}))]
+
+
+def test_a_default_website_plan_with_a_license_is_accepted_and_the_key_defaulted(crd: Kube, namespace: str) -> None:
+    plan = _example_plan()
+    for m in (put("spec.strategy", "CleanInstall"), put("spec.managementCutover", "DefaultWebsite"),
+              put("spec.personalizationCutover", "DefaultWebsite"), *_replace_all_ps(virtual_host=False),
+              *_replace_all_ms(host="mgmt.example.com", license_={"name": "uwm-license"})):
+        m(plan)
+    for i, ps in enumerate(plan["spec"]["personalizationServers"]):
+        ps["replacement"]["defaultWebsiteHost"] = f"p{i}.example.com"
+    _ok(_run(crd, "create", "--validate=strict", "-n", namespace, "-f", "-", doc=plan))
+    spec = _get(crd, namespace, "estate-2025")["spec"]
+    assert spec["managementServers"][0]["replacement"]["license"] == {"name": "uwm-license", "key": "license"}
+    assert spec["managementCutover"] == "DefaultWebsite"
+
+
 # (id, mutation of the example plan, substrings the API server's error must contain; per verb where
 # server-side apply words it differently)
 Expected = tuple[str, ...] | dict[str, tuple[str, ...]]
@@ -516,8 +572,10 @@ INVALID: list[tuple[str, Mutation, Expected]] = [
     ("target-missing", drop("spec.targetVersion"), ("spec.targetVersion: Required value",)),
     ("target-not-a-release", put("spec.targetVersion", "2026.1"),
      ("spec.targetVersion", "2026.1 must be one of spec.releases")),
-    ("target-too-long", both(drop("spec.releases"), put("spec.targetVersion", "9" * 65)),
-     ("spec.targetVersion: Too long",)),
+    ("target-too-long", put("spec.targetVersion", "9" * 65), ("spec.targetVersion: Too long",)),
+    ("releases-missing", drop("spec.releases"), ("spec.releases: Required value",)),
+    ("releases-duplicate-ignoring-case", put("spec.releases", ["2021.1", "2023.a", "2023.A", "2025.1"]),
+     ("spec.releases", "must not contain duplicates, compared ignoring case")),
     ("releases-duplicate", put("spec.releases", ["2021.1", "2023.1", "2023.1", "2025.1"]),
      ("spec.releases", "must not contain duplicates")),
     ("releases-empty", put("spec.releases", []), ("spec.releases", "at least 1 items")),
@@ -538,6 +596,29 @@ INVALID: list[tuple[str, Mutation, Expected]] = [
       "apply": ('.spec.databases: duplicate entries for key [name="mgmt-db"]',)}),
     ("server-url", put("spec.managementServers.0.url", "ftp://127.0.0.1:7751"),
      ("spec.managementServers[0].url", "should match")),
+    # finding 5: every URL one server's, each server at one URL
+    ("server-url-user-info", put("spec.managementServers.0.url", "http://admin@127.0.0.1:7751"),
+     ("spec.managementServers[0].url", "no user-info (user@), query (?) or fragment (#)")),
+    ("server-url-query", put("spec.personalizationServers.1.url", "http://127.0.0.1:7772/?debug=1"),
+     ("spec.personalizationServers[1].url", "no user-info (user@), query (?) or fragment (#)")),
+    ("server-url-fragment", put("spec.managementServers.1.url", "http://127.0.0.1:7752#a"),
+     ("spec.managementServers[1].url", "no user-info (user@), query (?) or fragment (#)")),
+    ("server-url-no-host", put("spec.managementServers.0.url", "http://:7751"),
+     ("spec.managementServers[0].url", "must name a host")),
+    ("server-url-not-normal", put("spec.personalizationServers.0.url", "http://LOCALHOST:7771/"),
+     ("spec.personalizationServers[0].url", "must be written in normal form")),
+    ("server-url-default-port", put("spec.managementServers.0.url", "http://ms-1.example.com:80"),
+     ("spec.managementServers[0].url", "must be written in normal form")),
+    ("server-url-twice", put("spec.managementServers.1.url", "http://127.0.0.1:7751"),
+     ("spec.managementServers", "two spec.managementServers[] entries have the same url")),
+    ("server-url-twice-across-lists", put("spec.personalizationServers.2.url", "http://127.0.0.1:7752"),
+     ("spec.personalizationServers", "a spec.managementServers[] and a spec.personalizationServers[] entry have the"
+                                     " same url")),
+    ("database-secret-twice", put("spec.databases.1.connectionSecretRef", {"name": "uwm-databases", "key": "mgmt-db"}),
+     ("spec.databases", "two spec.databases[] entries name the same connectionSecretRef")),
+    ("database-unused", put("spec.databases", [*_example_plan()["spec"]["databases"], {
+        "name": "spare-db", "kind": "Management", "connectionSecretRef": {"name": "uwm-databases", "key": "spare"}}]),
+     ("spec.databases", "every spec.databases[] entry must be used by a server")),
     ("server-name", put("spec.managementServers.0.name", "MS-1"), ("spec.managementServers[0].name",)),
     ("server-database-unknown", put("spec.managementServers.1.database", "other-db"),
      ("spec.managementServers", "every spec.managementServers[].database must name a spec.databases[] entry of kind "
@@ -601,8 +682,47 @@ INVALID: list[tuple[str, Mutation, Expected]] = [
     ("replacement-url", both(put("spec.strategy", "CleanInstall"), *_replace_all_ps(),
                              put("spec.personalizationServers.0.replacement.url", "ftp://x.example")),
      ("spec.personalizationServers[0].replacement.url", "should match")),
+    ("replacement-url-query", both(put("spec.strategy", "CleanInstall"), *_replace_all_ps(),
+                                   put("spec.personalizationServers.0.replacement.url", "http://x.example/?a=b")),
+     ("spec.personalizationServers[0].replacement.url", "no user-info (user@), query (?)")),
+    ("replacement-at-a-server-url", both(put("spec.strategy", "CleanInstall"), *_replace_all_ps(),
+                                         put("spec.personalizationServers.0.replacement.url", "http://127.0.0.1:7751")),
+     ("spec.personalizationServers", "a spec.personalizationServers[].replacement.url is already the url of a server")),
+    ("replacements-at-one-url", both(put("spec.strategy", "CleanInstall"), *_replace_all_ps(),
+                                     put("spec.personalizationServers.1.replacement.url", "http://127.0.0.1:8771")),
+     ("spec.personalizationServers", "two spec.personalizationServers[].replacement entries have the same url")),
+    ("replacement-named-as-a-server", both(put("spec.strategy", "CleanInstall"), *_replace_all_ps(),
+                                           put("spec.personalizationServers.0.replacement.name", "ms-1")),
+     ("spec.personalizationServers", "a spec.personalizationServers[].replacement.name (default <name>-new) is the"
+                                     " name of a server")),
+    ("replacement-default-name-taken", both(put("spec.strategy", "CleanInstall"), *_replace_all_ps(),
+                                            put("spec.personalizationServers.1.replacement.name", "ps-1-new")),
+     ("spec.personalizationServers", "two spec.personalizationServers[].replacement entries have the same name")),
+    ("baseline-type", put("spec.baseline", {"acceptOutOfRotation": "yes"}), ("spec.baseline.acceptOutOfRotation",
+                                                                             "boolean")),
     ("personalization-cutover", put("spec.personalizationCutover", "Email"),
      ("spec.personalizationCutover: Unsupported value",)),
+    ("management-cutover", put("spec.managementCutover", "Email"), ("spec.managementCutover: Unsupported value",)),
+    ("default-website-host-missing-personalization",
+     both(put("spec.strategy", "CleanInstall"), put("spec.personalizationCutover", "DefaultWebsite"),
+          *_replace_all_ps(virtual_host=False)),
+     ("spec.personalizationServers: Required value",
+      "replacement.defaultWebsiteHost is required with spec.personalizationCutover DefaultWebsite")),
+    ("default-website-host-missing-management",
+     both(put("spec.strategy", "CleanInstall"), put("spec.managementCutover", "DefaultWebsite"), *_replace_all_ms()),
+     ("spec.managementServers: Required value",
+      "replacement.defaultWebsiteHost is required with spec.managementCutover DefaultWebsite")),
+    ("default-website-host-pattern",
+     both(put("spec.strategy", "CleanInstall"), *_replace_all_ms(host="Mgmt Host")),
+     ("spec.managementServers[0].replacement.defaultWebsiteHost", "should match")),
+    ("license-secret-name",
+     both(put("spec.strategy", "CleanInstall"), *_replace_all_ms(license_={"name": "Not A Name"})),
+     ("spec.managementServers[0].replacement.license.name", "should match")),
+    ("license-on-personalization",
+     both(put("spec.strategy", "CleanInstall"), *_replace_all_ps(),
+          put("spec.personalizationServers.0.replacement.license", {"name": "uwm-license"})),
+     {"create": ('spec.personalizationServers[0].replacement.license',),
+      "apply": ('.spec.personalizationServers[name="ps-1"].replacement.license: field not declared in schema',)}),
 ]
 
 
@@ -623,6 +743,53 @@ def test_invalid_plan_is_rejected_and_nothing_created(crd: Kube, scratch_ns: str
         assert text in res.stderr, f"{text!r} not in: {res.stderr}"
     after = crd.kubectl_run("get", "upgradeplan", name, "-n", scratch_ns)
     assert after.returncode != 0 and "NotFound" in after.stderr, after.stdout + after.stderr
+
+
+@pytest.mark.parametrize(("mutation", "expected"), [pytest.param(m, e, id=i) for i, m, e in INVALID])
+def test_the_operators_models_refuse_what_the_crd_refuses(mutation: Mutation, expected: Expected) -> None:
+    """The operator never trusts its input blindly (a CRD installed by hand or an older schema may let
+    anything through): `parse_spec` refuses every plan of the rejection table too (fast, no test bed)."""
+    from uwm_upgrade.core.models import SpecError, parse_spec
+
+    plan = _example_plan()
+    parse_spec(plan["spec"])  # the control: the unmutated example is valid
+    mutation(plan)
+    with pytest.raises(SpecError):
+        parse_spec(plan.get("spec") or {})
+
+
+def _largest_plan(name: str) -> Json:
+    """Every list at its maximum size and every URL near its maximum length: 50 releases, 50 databases,
+    100 servers in each list, each with a replacement (CleanInstall), so every pairwise CEL rule runs at
+    its worst (the API server's cost budget: a rule too dear is refused, at creation or when it runs)."""
+    def url(kind: str, i: int) -> str:
+        base = f"http://{kind}-{i}.example.com:7751/"
+        return base + "p" * (512 - len(base))
+    releases = [f"20{i:02d}.1" for i in range(50)]
+    databases = [{"name": f"db-{i}", "kind": "Management" if i < 25 else "Personalization",
+                  "connectionSecretRef": {"name": "dbs", "key": f"db-{i}"}} for i in range(50)]
+    ms = [{"name": f"ms-{i}", "url": url("ms", i), "database": f"db-{i % 25}", "replacement": {"url": url("msn", i)}}
+          for i in range(100)]
+    ps = [{"name": f"ps-{i}", "url": url("ps", i), "database": f"db-{25 + i % 25}",
+           "replacement": {"url": url("psn", i)}} for i in range(100)]
+    return {"apiVersion": "upgrade.uwm.io/v1alpha1", "kind": "UpgradePlan", "metadata": {"name": name},
+            "spec": {"targetVersion": releases[-1], "releases": releases, "strategy": "CleanInstall",
+                     "personalizationCutover": "Policy", "databases": databases, "managementServers": ms,
+                     "personalizationServers": ps, "agentSecretRef": {"name": "agent"}}}
+
+
+def test_a_plan_with_every_list_at_its_maximum_is_accepted_and_still_checked(crd: Kube, namespace: str) -> None:
+    from uwm_upgrade.core.models import SpecError, parse_spec
+
+    largest = _largest_plan("largest")
+    parse_spec(largest["spec"])  # the models agree
+    _ok(_run(crd, "create", "--validate=strict", "-n", namespace, "-f", "-", doc=largest))
+    twice = _largest_plan("twice")
+    twice["spec"]["personalizationServers"][-1]["replacement"]["url"] = twice["spec"]["managementServers"][0]["url"]
+    res = _run(crd, "create", "--validate=strict", "-n", namespace, "-f", "-", doc=twice)
+    assert res.returncode != 0 and "replacement.url is already the url of a server" in res.stderr, res.stderr
+    with pytest.raises(SpecError, match=r"personalizationServers\[99\].replacement.url .* is already the URL of"):
+        parse_spec(twice["spec"])
 
 
 def test_the_unmutated_plan_of_the_table_is_accepted(crd: Kube, namespace: str) -> None:
@@ -650,12 +817,15 @@ CHANGES: list[tuple[str, Mutation]] = [
     ("maxConcurrentServers", put("spec.maxConcurrentServers", 2)),
     ("failurePolicy", put("spec.failurePolicy", "Rollback")),
     ("approval", put("spec.approval", {"required": True})),
+    ("baseline", put("spec.baseline", {"acceptOutOfRotation": True})),
     ("personalizationCutover", put("spec.personalizationCutover", "Policy")),
+    ("managementCutover", put("spec.managementCutover", "DefaultWebsite")),
+    ("tls", put("spec.tls", {"caBundleSecretRef": {"name": "uwm-ca"}})),
 ]
 
 
-def test_changes_cover_every_spec_field_but_paused() -> None:
-    fields = set(_root_schema()["properties"]["spec"]["properties"]) - {"paused"}
+def test_changes_cover_every_spec_field_but_the_steering_ones() -> None:
+    fields = set(_root_schema()["properties"]["spec"]["properties"]) - STEERING
     assert {f for f, _ in CHANGES} == fields
 
 
@@ -703,6 +873,79 @@ def test_spec_may_change_outside_the_running_phases(crd: Kube, namespace: str, p
     _running_plan(crd, namespace, phase)
     _ok(_patch_spec(crd, namespace, "estate-2025", {"targetVersion": "2024.1"}))
     assert _get(crd, namespace, "estate-2025")["spec"]["targetVersion"] == "2024.1"
+
+
+@pytest.mark.parametrize("started", [True, False])
+def test_awaiting_window_is_a_running_phase_once_started(crd: Kube, namespace: str, started: bool) -> None:
+    _ok(_apply(crd, namespace, _example_plan()))
+    status: Json = {"phase": "AwaitingWindow", **({"startedAt": "2026-01-05T09:00:00Z"} if started else {})}
+    _ok(_patch_status(crd, namespace, "estate-2025", status))
+    res = _patch_spec(crd, namespace, "estate-2025", {"targetVersion": "2024.1"})
+    assert (res.returncode != 0) is started, res.stderr
+    if started:
+        assert f"{IMMUTABLE_MESSAGE} (it is AwaitingWindow)" in res.stderr, res.stderr
+
+
+def test_the_steering_fields_may_change_while_running(crd: Kube, namespace: str) -> None:
+    _running_plan(crd, namespace)
+    window = {"days": ["saturday", "sunday"], "startTime": "22:00", "endTime": "04:00", "timeZone": "Europe/Berlin"}
+    _ok(_patch_spec(crd, namespace, "estate-2025", {"paused": True, "maintenanceWindow": window}))
+    _ok(_patch_spec(crd, namespace, "estate-2025", {"abort": "Rollback"}))
+    spec = _get(crd, namespace, "estate-2025")["spec"]
+    assert (spec["maintenanceWindow"], spec["abort"], spec["paused"]) == (window, "Rollback", True)
+
+
+def test_retry_grows_only_while_failed(crd: Kube, namespace: str) -> None:
+    _running_plan(crd, namespace)
+    refused = _patch_spec(crd, namespace, "estate-2025", {"retry": 1})
+    assert refused.returncode != 0, refused.stdout
+    assert "spec.retry may be raised only while status.phase is Failed (it is Running)" in refused.stderr
+    _ok(_patch_status(crd, namespace, "estate-2025", {"phase": "Failed"}))
+    _ok(_patch_spec(crd, namespace, "estate-2025", {"retry": 1}))
+    _ok(_patch_spec(crd, namespace, "estate-2025", {"retry": 2}))
+    lower = _patch_spec(crd, namespace, "estate-2025", {"retry": 1})
+    assert lower.returncode != 0 and "spec.retry only grows" in lower.stderr, lower.stderr
+    gone = crd.kubectl_run("patch", "upgradeplan", "estate-2025", "-n", namespace, "--type=json",
+                           "-p", json.dumps([{"op": "remove", "path": "/spec/retry"}]))
+    assert gone.returncode != 0 and "spec.retry only grows" in gone.stderr, gone.stderr
+    assert _get(crd, namespace, "estate-2025")["spec"]["retry"] == 2
+
+
+def test_abort_can_only_be_set(crd: Kube, namespace: str) -> None:
+    _running_plan(crd, namespace)
+    _ok(_patch_spec(crd, namespace, "estate-2025", {"abort": "Halt"}))
+    for change in ({"abort": "Rollback"}, {"abort": None}):
+        res = _patch_spec(crd, namespace, "estate-2025", change)
+        assert res.returncode != 0 and "spec.abort can only be set" in res.stderr, (change, res.stderr)
+    bad = _patch_spec(crd, namespace, "estate-2025", {"abort": "Now"})
+    assert bad.returncode != 0 and "spec.abort" in bad.stderr
+    assert _get(crd, namespace, "estate-2025")["spec"]["abort"] == "Halt"
+
+
+@pytest.mark.parametrize(("window", "named"), [
+    ({"days": ["someday"], "startTime": "01:00", "endTime": "02:00"}, "spec.maintenanceWindow.days[0]"),
+    ({"days": ["monday"], "startTime": "1:00", "endTime": "02:00"}, "spec.maintenanceWindow.startTime"),
+    ({"days": ["monday"], "startTime": "01:00", "endTime": "01:00"}, "spec.maintenanceWindow.endTime"),
+    ({"days": ["monday", "monday"], "startTime": "01:00", "endTime": "02:00"}, ".spec.maintenanceWindow.days"),
+    ({"days": ["monday"], "startTime": "01:00", "endTime": "02:00", "timeZone": "Mars Standard Time"},
+     "spec.maintenanceWindow.timeZone"),
+])
+def test_a_bad_window_is_refused_naming_the_field(crd: Kube, namespace: str, window: Json, named: str) -> None:
+    plan = _example_plan()
+    plan["spec"]["maintenanceWindow"] = window
+    res = _apply(crd, namespace, plan)
+    assert res.returncode != 0 and named in res.stderr, res.stderr
+
+
+def test_conditions_of_any_type_but_only_whole_are_kept(crd: Kube, namespace: str) -> None:
+    _ok(_apply(crd, namespace, _example_plan()))
+    t = "2026-01-05T09:00:00Z"
+    foreign = {"type": "example.com/Audited", "status": "True", "reason": "Seen", "message": "",
+               "lastTransitionTime": t}
+    _ok(_patch_status(crd, namespace, "estate-2025", {"conditions": [foreign]}))
+    assert _get(crd, namespace, "estate-2025")["status"]["conditions"] == [foreign]
+    half = _patch_status(crd, namespace, "estate-2025", {"conditions": [{"type": "Ready", "status": "True"}]})
+    assert half.returncode != 0 and "lastTransitionTime" in half.stderr, half.stderr
 
 
 def test_example_mentions_every_spec_field() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from core_estate_model import T0, make_spec
 
-from uwm_upgrade.core.actions import AdvanceHop, ComputePlan, RecordBaseline
+from uwm_upgrade.core.actions import Action, AdvanceHop, ComputePlan, RecordBaseline, steps_of
 from uwm_upgrade.core.decide import decide
 from uwm_upgrade.core.enums import MigrationStatus, ReplicationRole, ServerPhase, StepName, StepState
 from uwm_upgrade.core.models import ApprovalSpec, StepKey, UpgradePlanSpec, UpgradePlanStatus
@@ -28,7 +28,22 @@ from uwm_upgrade.core.observations import (
 from uwm_upgrade.core.status import record_observations, start_step
 from uwm_upgrade.core.transitions import apply_decision
 
-__all__ = ["T0", "at_step", "estate", "key", "later", "make_spec", "planned", "set_state"]
+__all__ = ["SMALL_ESTATE", "T0", "about", "at_step", "estate", "key", "later", "make_spec", "one", "planned",
+           "set_state"]
+
+# A smaller estate, as a raw spec: two load-balanced Management servers, a Master and one Subscriber.
+SMALL_ESTATE: dict[str, Any] = {
+    "targetVersion": "2023.1", "releases": ["2021.1", "2022.1", "2023.1"],
+    "agentSecretRef": {"name": "agent"},
+    "databases": [{"name": "mgmt-db", "kind": "Management", "connectionSecretRef": {"name": "dbs", "key": "m"}},
+                  {"name": "pers-db", "kind": "Personalization", "connectionSecretRef": {"name": "dbs", "key": "p"}}],
+    "managementServers": [{"name": "ms-1", "url": "http://ms-1:7751", "database": "mgmt-db", "loadBalanced": True},
+                          {"name": "ms-2", "url": "http://ms-2:7751", "database": "mgmt-db", "loadBalanced": True}],
+    "personalizationServers": [
+        {"name": "ps-1", "url": "http://ps-1:7771", "database": "pers-db", "replicationRole": "Master"},
+        {"name": "ps-2", "url": "http://ps-2:7771", "database": "pers-db", "replicationRole": "Subscriber"}],
+}
+
 
 
 def later(seconds: float) -> datetime:
@@ -43,7 +58,7 @@ def estate(spec: UpgradePlanSpec, version: str = "2021.1", *, servers: dict[str,
     for s in spec.servers():
         obs = ServerObservation(
             name=s.name, kind=s.kind, version=version, phase=ServerPhase.RUNNING, database=s.database,
-            install=InstallObservation(), replication_role=s.role,
+            reported_name=s.name, install=InstallObservation(), replication_role=s.role,
             replication_enabled=s.role is not ReplicationRole.NONE, load_balanced=s.load_balanced,
             in_rotation=s.load_balanced)
         found.append(replace(obs, **(servers or {}).get(s.name, {})))
@@ -57,13 +72,31 @@ def key(name: StepName, hop: int = 1, server: str | None = None, database: str |
     return StepKey(name, hop, server, database)
 
 
+def one(actions: tuple[Action, ...]) -> Action:
+    """The single action of an answer of `decide()` that must have one (a gate, a failure, the end)."""
+    assert len(actions) == 1, actions
+    return actions[0]
+
+
+def about(actions: tuple[Action, ...], step: StepKey) -> Action:
+    """What `decide()` answers for `step` among the lanes' actions (a gate, a failure or the end alone
+    when it is the whole answer); exactly one action concerns a step."""
+    if len(actions) == 1 and not steps_of(actions[0]):
+        return actions[0]
+    found = [a for a in actions if step in steps_of(a)]
+    assert len(found) == 1, (step, actions)
+    return found[0]
+
+
 def planned(spec: UpgradePlanSpec, seen: Observations, now: datetime = T0, *, start: bool = True,
             approval: str | None = None) -> UpgradePlanStatus:
     """A status with the plan computed and, with `start`, the baseline recorded and hop 1 begun."""
     status = record_observations(UpgradePlanStatus(), spec, seen, now)
     wanted = (ComputePlan, RecordBaseline, AdvanceHop) if start else (ComputePlan,)
     for expected in wanted:
-        action = decide(spec, status, seen, now, approval=approval)
+        # Starting, the plan is approved (an estate found out of rotation or with replication off needs it).
+        given = approval if approval is not None or not start or expected is ComputePlan else status.plan_hash
+        action = one(decide(spec, status, seen, now, approval=given))
         assert isinstance(action, expected), action
         status = record_observations(apply_decision(status, action, now), spec, seen, now)
     return status

@@ -9,35 +9,31 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from core_builders import T0
+from core_builders import T0, one
 
 from uwm_upgrade.core.actions import (
     Action,
-    AdvanceHop,
-    BackupDatabase,
-    CompleteStep,
-    ComputePlan,
-    DisableReplication,
-    Fail,
-    Idle,
-    InstallServer,
-    RecordBaseline,
-    RestoreReplication,
-    Succeed,
-    UpgradeSchema,
-    Wait,
-    requeue_after,
-)
-from uwm_upgrade.core.client_actions import (
     AddFailoverServer,
     AddVirtualHost,
+    AdvanceHop,
+    BackupDatabase,
     BringOnline,
+    ClosePortal,
+    CompleteStep,
+    ComputePlan,
     DeployPolicy,
+    DisableReplication,
+    Fail,
+    InstallServer,
+    RecordBaseline,
     RedeployDeploymentAgent,
+    RestoreReplication,
+    Succeed,
     SwitchDnsRecord,
     TakeOffline,
+    UpgradeSchema,
+    Wait,
 )
-from uwm_upgrade.core.client_rules import after, cut_off
 from uwm_upgrade.core.decide import decide
 from uwm_upgrade.core.enums import (
     TERMINAL_PHASES,
@@ -59,13 +55,17 @@ from uwm_upgrade.core.observations import (
     ClientsObservation,
     DatabaseObservation,
     HealthObservation,
+    InstallObservation,
     Observations,
     ServerObservation,
+    host_of,
     norm_url,
 )
 from uwm_upgrade.core.planning import plan_hash
-from uwm_upgrade.core.status import record_observations
-from uwm_upgrade.core.transitions import apply_decision, apply_result
+from uwm_upgrade.core.pointers import after, cut_off
+from uwm_upgrade.core.status import record_observations, start_step
+from uwm_upgrade.core.transitions import apply_decision
+from uwm_upgrade.core.turn import Outcome, after_effect, before_effect, next_turn_in
 
 RELEASES = ["2021.1", "2022.1", "2023.1", "2024.1", "2025.1"]
 MS1, MS1_NEW = "http://ms-1:7751", "http://ms-1-new:7751"
@@ -157,9 +157,12 @@ class Estate:
             case InstallServer(server=name, version=version):
                 self.servers[name] = replace(self.servers[name], version=version)
                 self._phases(self.servers[name].database)
-            case UpgradeSchema(database=db, version=version):
-                self.databases[db] = replace(self.databases[db], schema_version=version)
+            case UpgradeSchema(database=db, version=version):  # the portal says so until CLOSE
+                self.databases[db] = replace(self.databases[db], schema_version=version,
+                                             migration=MigrationStatus.UPGRADE_SUCCESSFUL)
                 self._phases(db)
+            case ClosePortal(database=db):
+                self.databases[db] = replace(self.databases[db], migration=MigrationStatus.IDLE)
             case DisableReplication(servers=servers) | RestoreReplication(servers=servers):
                 for name in servers:
                     self.servers[name] = replace(self.servers[name],
@@ -183,26 +186,25 @@ class Run:
 
 
 def drive(spec: UpgradePlanSpec, estate: Estate, *, crash: float = 0.0, seed: int = 0, cycles: int = 400) -> Run:
-    """The handler's loop; with `crash`, that share of the effects is done but its status writes are lost."""
+    """The engine's loop (core/turn.py); with `crash`, that share of the turns' effects is done but the
+    write of their outcomes is lost (the status recording the decision is written before any effect)."""
     rng = random.Random(seed)
     stored, actions, lost = UpgradePlanStatus(), [], []
     for _ in range(cycles):
-        seen = estate.observe()
-        current = record_observations(stored, spec, seen, estate.now)
-        action = decide(spec, current, seen, estate.now)
-        actions.append(action)
-        if isinstance(action, Idle) or stored.phase in TERMINAL_PHASES:
+        if stored.phase in TERMINAL_PHASES:
             break
-        decided = apply_decision(current, action, estate.now)
-        if action.effect:
-            result = estate.execute(action)
-            lost += [f"after {type(action).__name__}: {p.client}: {p.cut_off}" for p in cut_off(estate.clients)]
-            if rng.random() < crash:  # the process died after the effect, before either status write
-                estate.now += timedelta(seconds=1)
-                continue
-            decided = apply_result(decided, action, result, estate.now)
-        stored = decided
-        wait = requeue_after(action)
+        turn = before_effect(spec, stored, estate.observe(), estate.now)
+        actions.extend(turn.actions)
+        outcomes = []
+        for effect in turn.effects:
+            outcomes.append(Outcome(effect, estate.execute(effect)))
+            lost += [f"after {type(effect).__name__}: {p.client}: {p.cut_off}" for p in cut_off(estate.clients)]
+        if outcomes and rng.random() < crash:  # the process died after the effects, before their outcomes' write
+            stored = turn.status
+            estate.now += timedelta(seconds=1)
+            continue
+        stored = after_effect(turn.status, outcomes, estate.now)
+        wait = next_turn_in(turn, outcomes)
         estate.now += timedelta(seconds=max(1.0, min(wait if wait is not None else 30.0, 10.0)))
     return Run(stored, actions, lost)
 
@@ -252,7 +254,7 @@ def test_replacements_are_named_and_change_the_plan_hash() -> None:
 
 def test_the_plan_moves_clients_only_once_the_new_servers_serve_and_removes_old_servers_last() -> None:
     spec = spec_of()
-    plan = decide(spec, UpgradePlanStatus(), Estate.of(spec).observe(), T0)
+    plan = one(decide(spec, UpgradePlanStatus(), Estate.of(spec).observe(), T0))
     assert isinstance(plan, ComputePlan), plan
     assert [(h.from_version, h.to_version) for h in plan.path] == [("2023.1", "2025.1")]
     assert [(s.name.value, s.server or s.database, s.state.value) for s in plan.steps if s.hop == 1] == [
@@ -270,7 +272,7 @@ def test_the_plan_moves_clients_only_once_the_new_servers_serve_and_removes_old_
         ("BringIntoRotation", None, "Skipped"), ("RestoreReplication", None, "Skipped"),
         ("VerifyReplication", None, "Skipped")]
     policy = spec_of(personalizationCutover="Policy")
-    by_policy = decide(policy, UpgradePlanStatus(), Estate.of(policy, policy=(PS1,)).observe(), T0)
+    by_policy = one(decide(policy, UpgradePlanStatus(), Estate.of(policy, policy=(PS1,)).observe(), T0))
     assert isinstance(by_policy, ComputePlan)
     hop = [(s.name.value, s.server or s.database) for s in by_policy.steps if s.hop == 1]
     at = hop.index(("DeployPolicy", "pers-db"))
@@ -283,7 +285,7 @@ def test_a_personalization_server_in_a_shared_default_website_root_is_not_upgrad
         {"name": "ms-1", "url": MS1, "database": "mgmt-db"}], personalizationServers=[
         {"name": "ps-1", "url": PS1, "database": "pers-db"}]).items()})
     seen = Estate.of(in_place, ps_1={"default_website": True, "other_apps_in_root": ("IntranetPortal",)}).observe()
-    action = decide(in_place, UpgradePlanStatus(), seen, T0)
+    action = one(decide(in_place, UpgradePlanStatus(), seen, T0))
     assert isinstance(action, Fail) and action.reason is Reason.IN_PLACE_FORBIDDEN, action
     assert "IntranetPortal" in action.message and "clean-install it instead" in action.message
     status = apply_decision(UpgradePlanStatus(), action, T0)
@@ -293,9 +295,9 @@ def test_a_personalization_server_in_a_shared_default_website_root_is_not_upgrad
     # replaced instead, it is allowed; a new server there would be refused the same way
     spec = spec_of()
     ok = Estate.of(spec, ps_1={"default_website": True, "other_apps_in_root": ("IntranetPortal",)}).observe()
-    assert isinstance(decide(spec, UpgradePlanStatus(), ok, T0), ComputePlan)
+    assert isinstance(one(decide(spec, UpgradePlanStatus(), ok, T0)), ComputePlan)
     bad = Estate.of(spec, ps_1_new={"default_website": True, "other_apps_in_root": ("IntranetPortal",)}).observe()
-    refused = decide(spec, UpgradePlanStatus(), bad, T0)
+    refused = one(decide(spec, UpgradePlanStatus(), bad, T0))
     assert isinstance(refused, Fail) and "ps-1-new, the new server replacing ps-1" in refused.message
 
 
@@ -317,29 +319,40 @@ def test_preflight_says_why_a_clean_install_cannot_start(change: dict[str, Any],
         seen = replace(seen, servers={n: o for n, o in seen.servers.items() if n not in change["servers"]})
     if "clients" in change:
         seen = replace(seen, clients=None)
-    action = decide(spec, UpgradePlanStatus(), seen, T0)
+    action = one(decide(spec, UpgradePlanStatus(), seen, T0))
     assert isinstance(action, (Fail, Wait)) and action.reason is reason, action
     assert words in action.message
 
 
+def test_a_policy_url_with_user_info_still_names_its_virtual_host() -> None:
+    """One host parser for both questions: where the clients point (`pointers`) and whether they use the
+    virtual host (preflight); `http://agent@pers.uwm.test` is the host pers.uwm.test for both."""
+    assert host_of("HTTPS://Agent:pw@Pers.UWM.test:8443/path") == "pers.uwm.test"
+    spec = spec_of()
+    estate = Estate.of(spec, policy=(f"http://agent@{VHOST}",))
+    assert cut_off(estate.clients) == []  # the clients reach ps-1 through the virtual host
+    assert isinstance(one(decide(spec, UpgradePlanStatus(), estate.observe(), T0)), ComputePlan)
+
+
 def test_policy_cutover_needs_the_old_url_in_the_policy() -> None:
     spec = spec_of(personalizationCutover="Policy")
-    refused = decide(spec, UpgradePlanStatus(), Estate.of(spec).observe(), T0)
+    refused = one(decide(spec, UpgradePlanStatus(), Estate.of(spec).observe(), T0))
     assert isinstance(refused, Fail) and "does not list ps-1" in refused.message
-    assert isinstance(decide(spec, UpgradePlanStatus(), Estate.of(spec, policy=(PS1,)).observe(), T0), ComputePlan)
+    assert isinstance(one(decide(spec, UpgradePlanStatus(), Estate.of(spec, policy=(PS1,)).observe(), T0)), ComputePlan)
 
 
 # ---------------------------------------------------------------- single decisions
 
 
-def _at(spec: UpgradePlanSpec, estate: Estate, step: StepKey) -> UpgradePlanStatus:
-    """The plan begun, every step before `step` marked done (the estate is whatever the test made it)."""
-    before = Estate.of(spec, policy=estate.clients.policy)  # as it was when the plan started
+def _at(spec: UpgradePlanSpec, estate: Estate, step: StepKey, start: Estate | None = None) -> UpgradePlanStatus:
+    """The plan begun (in `start`, by default a fresh estate), every step before `step` marked done (the
+    estate is whatever the test made it)."""
+    before = start or Estate.of(spec, policy=estate.clients.policy)  # as it was when the plan started
     before.clients = replace(before.clients, online={**estate.clients.online, **before.clients.online})
     status, seen = UpgradePlanStatus(), before.observe()
     for expected in (ComputePlan, RecordBaseline, AdvanceHop):
         status = record_observations(status, spec, seen, T0)
-        action = decide(spec, status, seen, T0)
+        action = one(decide(spec, status, seen, T0))
         assert isinstance(action, expected), action
         status = apply_decision(status, action, T0)
     steps = []
@@ -352,23 +365,38 @@ def _at(spec: UpgradePlanSpec, estate: Estate, step: StepKey) -> UpgradePlanStat
     return record_observations(status.model_copy(update={"steps": tuple(steps)}), spec, estate.observe(), T0)
 
 
+def test_a_new_server_that_installs_has_the_install_timeout_not_the_generic_one() -> None:
+    """InstallReplacement is an install: it gets Limits.install_seconds (the dispatch table and the
+    timeout list used to disagree, and it failed after the 600 s of any other step)."""
+    spec = spec_of()
+    estate = Estate.of(spec)
+    step = StepKey(StepName.INSTALL_REPLACEMENT, 1, "ms-1-new", "mgmt-db")
+    estate.servers["ms-1-new"] = replace(estate.servers["ms-1-new"], version="2024.1", phase=ServerPhase.INSTALLING,
+                                         install=InstallObservation("2025.1"))
+    status = start_step(_at(spec, estate, step), step, T0)
+    waiting = one(decide(spec, status, estate.observe(), T0 + timedelta(seconds=700)))
+    assert isinstance(waiting, Wait) and waiting.reason is Reason.INSTALLING, waiting
+    late = one(decide(spec, status, estate.observe(), T0 + timedelta(seconds=1801)))
+    assert isinstance(late, Fail) and late.reason is Reason.TIMEOUT and "within 1800s" in late.message, late
+
+
 def test_the_new_management_server_comes_online_only_once_it_is_in_the_failover_list() -> None:
     spec = spec_of()
     estate = Estate.of(spec, version="2025.1")
     estate.servers["ms-1-new"] = replace(estate.servers["ms-1-new"], phase=ServerPhase.RUNNING)
     step = StepKey(StepName.BRING_ONLINE, 1, "ms-1-new")
-    action = decide(spec, _at(spec, estate, step), estate.observe(), T0)
+    action = one(decide(spec, _at(spec, estate, step), estate.observe(), T0))
     assert isinstance(action, Fail) and action.reason is Reason.GUIDE_RULE, action
     assert "not-in-failover-list" in action.message
     estate.clients = after(estate.clients, AddFailoverServer(step, "ms-1-new", MS1_NEW, MS1_NEW))
-    assert decide(spec, _at(spec, estate, step), estate.observe(), T0) == BringOnline(step, "ms-1-new", MS1_NEW)
+    assert one(decide(spec, _at(spec, estate, step), estate.observe(), T0)) == BringOnline(step, "ms-1-new", MS1_NEW)
 
 
 def test_an_old_server_still_reached_by_clients_is_never_taken_offline() -> None:
     spec = spec_of()
     estate = Estate.of(spec, version="2025.1")
     step = StepKey(StepName.TAKE_OFFLINE, 1, "ms-1")
-    action = decide(spec, _at(spec, estate, step), estate.observe(), T0)  # the Deployment Agent still uses ms-1
+    action = one(decide(spec, _at(spec, estate, step), estate.observe(), T0))  # the Deployment Agent still uses ms-1
     assert isinstance(action, Fail) and "clients-cut-off" in action.message and "Deployment Agent" in action.message
     assert "ms-1-new (new, replacing ms-1)" in action.message and "clients: Deployment Agent" in action.message
 
@@ -379,10 +407,10 @@ def test_the_deployment_agent_is_redeployed_with_the_new_url_and_then_recorded()
     estate.clients = replace(estate.clients, failover=(MS1, MS1_NEW),
                              online={**estate.clients.online, norm_url(MS1_NEW): True})
     step = StepKey(StepName.REDEPLOY_DEPLOYMENT_AGENT, 1, database="mgmt-db")
-    action = decide(spec, _at(spec, estate, step), estate.observe(), T0)
+    action = one(decide(spec, _at(spec, estate, step), estate.observe(), T0))
     assert action == RedeployDeploymentAgent(step, "ms-1-new", MS1_NEW, MS1, MS1_NEW)
     estate.clients = after(estate.clients, action)
-    done = decide(spec, _at(spec, estate, step), estate.observe(), T0)
+    done = one(decide(spec, _at(spec, estate, step), estate.observe(), T0))
     assert isinstance(done, CompleteStep) and "instead of ms-1" in done.message
 
 
@@ -391,10 +419,10 @@ def test_dns_is_switched_only_to_a_new_server_answering_for_the_virtual_host() -
     estate = Estate.of(spec, version="2025.1", ps_1_new={"online": True, "phase": ServerPhase.RUNNING})
     estate.clients = replace(estate.clients, online={**estate.clients.online, norm_url(PS1_NEW): True})
     step = StepKey(StepName.SWITCH_DNS_RECORD, 1, "ps-1-new")
-    action = decide(spec, _at(spec, estate, step), estate.observe(), T0)
+    action = one(decide(spec, _at(spec, estate, step), estate.observe(), T0))
     assert isinstance(action, Fail) and "no-virtual-host" in action.message, action
     estate.clients = after(estate.clients, AddVirtualHost(step, "ps-1-new", PS1_NEW, VHOST))
-    assert decide(spec, _at(spec, estate, step), estate.observe(), T0) == \
+    assert one(decide(spec, _at(spec, estate, step), estate.observe(), T0)) == \
         SwitchDnsRecord(step, "ps-1-new", PS1_NEW, VHOST, PS1, PS1_NEW)
 
 
@@ -406,7 +434,7 @@ def test_a_new_policy_replaces_exactly_the_old_urls() -> None:
     estate.clients = replace(estate.clients, online={**estate.clients.online, norm_url(PS1_NEW): True,
                                                      norm_url(other): True})
     step = StepKey(StepName.DEPLOY_POLICY, 1, database="pers-db")
-    action = decide(spec, _at(spec, estate, step), estate.observe(), T0)
+    action = one(decide(spec, _at(spec, estate, step), estate.observe(), T0))
     assert action == DeployPolicy(step, "ps-1-new", PS1_NEW, (other, PS1), (other, PS1_NEW))
 
 
@@ -488,7 +516,7 @@ def test_replication_is_restored_on_the_new_servers_as_it_was_on_the_old_ones() 
            "replacement": {"url": "http://ps-2-new:7771"}}]
     spec = spec_of(personalizationCutover="Policy", personalizationServers=ps)
     wrong = Estate.of(spec, policy=(PS1, "http://ps-2:7771"), ps_2_new={"replication_role": ReplicationRole.MASTER})
-    refused = decide(spec, UpgradePlanStatus(), wrong.observe(), T0)
+    refused = one(decide(spec, UpgradePlanStatus(), wrong.observe(), T0))
     assert isinstance(refused, Fail) and "must have replicationRole Subscriber" in refused.message
     estate = Estate.of(spec, policy=(PS1, "http://ps-2:7771"))
     run = drive(spec, estate)
@@ -509,7 +537,7 @@ def test_replication_is_restored_on_the_new_servers_as_it_was_on_the_old_ones() 
 
 
 def test_deleting_a_clean_install_plan_leaves_retired_servers_alone() -> None:
-    from uwm_upgrade.engine.teardown import restorations
+    from uwm_upgrade.core.teardown import restorations
 
     ps = [{"name": "ps-1", "url": PS1, "database": "pers-db", "replicationRole": "Master",
            "replacement": {"url": PS1_NEW}}]

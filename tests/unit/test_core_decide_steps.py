@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from core_builders import T0, at_step, estate, key, later, make_spec
+from core_builders import T0, about, at_step, estate, key, later, make_spec, one
 
 from uwm_upgrade.core.actions import (
     Action,
     AdvanceHop,
     BringIntoRotation,
+    ClosePortal,
     CompleteStep,
     DisableReplication,
     Fail,
@@ -26,6 +27,7 @@ from uwm_upgrade.core.actions import (
     TakeOutOfRotation,
     UpgradeSchema,
     Wait,
+    steps_of,
 )
 from uwm_upgrade.core.decide import decide
 from uwm_upgrade.core.enums import MigrationStatus, Reason, ServerPhase, StepName, StepState
@@ -59,6 +61,8 @@ class Case:
     healthy: bool = True
     consecutive: int = 1
     check: dict[str, Any] = field(default_factory=dict)
+    answer_for: StepKey | None = None  # the step whose action is checked (default: `step`)
+    untouched: tuple[StepKey, ...] = ()  # steps no action may concern (one server at a time, say)
 
 
 DR = key(StepName.DISABLE_REPLICATION)
@@ -122,7 +126,8 @@ CASES = [
          servers=iso(ms_1={"version": T, "phase": ServerPhase.DATABASE_UPDATES_REQUIRED}),
          databases={"mgmt-db": {"lock_holder": "ms-2"}}, check={"reason": Reason.SCHEMA_LOCKED}),
     Case("schema-migrated-while-down-completes", US, StepState.RUNNING, CompleteStep, age=5000,
-         servers=iso(ms_1={"version": T}), databases={"mgmt-db": {"schema_version": T}},
+         servers=iso(ms_1={"version": T}),
+         databases={"mgmt-db": {"schema_version": T, "migration": MigrationStatus.UPGRADE_SUCCESSFUL}},
          check={"skipped": False}),
     Case("schema-already-at-target-is-not-migrated-again", US, StepState.PENDING, CompleteStep,
          servers=iso(ms_1={"version": T}), databases={"mgmt-db": {"schema_version": T}},
@@ -130,14 +135,22 @@ CASES = [
     Case("schema-migration-failure-halts", US, StepState.RUNNING, Fail,
          servers=iso(ms_1={"version": T, "phase": ServerPhase.DATABASE_UPDATES_REQUIRED}),
          databases={"mgmt-db": {"migration": MigrationStatus.FAILED}}, check={"reason": Reason.MIGRATION_FAILED}),
-    Case("schema-stale-failed-portal-status-is-retried", US, StepState.PENDING, UpgradeSchema,
+    Case("schema-failed-portal-status-is-never-migrated-over", US, StepState.PENDING, Fail,
          servers=iso(ms_1={"version": T, "phase": ServerPhase.DATABASE_UPDATES_REQUIRED}),
-         databases={"mgmt-db": {"migration": MigrationStatus.FAILED}}),
+         databases={"mgmt-db": {"migration": MigrationStatus.FAILED, "schema_version": "2022.1"}},
+         check={"reason": Reason.MIGRATION_FAILED}),
+    Case("schema-failed-portal-at-target-is-not-success", US, StepState.RUNNING, Fail,
+         servers=iso(ms_1={"version": T}),
+         databases={"mgmt-db": {"migration": MigrationStatus.FAILED, "schema_version": T}},
+         check={"reason": Reason.MIGRATION_FAILED}),
     Case("schema-first-server-not-on-target-halts", US, StepState.PENDING, Fail, servers=ISO,
          check={"reason": Reason.ESTATE_CHANGED}),
     # verification through the portal
     Case("schema-verified", VS, StepState.PENDING, CompleteStep, servers=iso(ms_1={"version": T}),
          databases={"mgmt-db": {"schema_version": T}}),
+    Case("schema-upgrade-successful-is-closed", VS, StepState.PENDING, ClosePortal, servers=iso(ms_1={"version": T}),
+         databases={"mgmt-db": {"schema_version": T, "migration": MigrationStatus.UPGRADE_SUCCESSFUL}},
+         check={"server": "ms-1", "database": "mgmt-db"}),
     Case("schema-updates-still-listed-waits", VS, StepState.PENDING, Wait, servers=iso(ms_1={"version": T}),
          databases={"mgmt-db": {"schema_version": T, "updates_required": True}},
          check={"reason": Reason.AWAITING_SCHEMA}),
@@ -166,10 +179,13 @@ CASES = [
          databases=MGMT_AT_T, check={"server": "ms-2", "version": T}),
     Case("remaining-concurrency-one-waits", IS2, StepState.RUNNING, Wait, databases=MGMT_AT_T,
          servers={**FIRSTS_AT_T, "ms-2": {**ISO["ms-2"], "phase": ServerPhase.INSTALLING}},
-         check={"reason": Reason.INSTALLING, "steps": (IS2,)}),
+         check={"reason": Reason.INSTALLING, "steps": (IS2,)},
+         untouched=(key(StepName.INSTALL_SERVER, server="ps-2"), key(StepName.INSTALL_SERVER, server="ps-3"))),
     Case("remaining-concurrency-two-starts-another", IS2, StepState.RUNNING, InstallServer, databases=MGMT_AT_T,
          servers={**FIRSTS_AT_T, "ms-2": {**ISO["ms-2"], "phase": ServerPhase.INSTALLING}},
-         spec={"maxConcurrentServers": 2}, check={"server": "ps-2"}),
+         spec={"maxConcurrentServers": 2}, check={"server": "ps-2"},
+         answer_for=key(StepName.INSTALL_SERVER, server="ps-2"),
+         untouched=(key(StepName.INSTALL_SERVER, server="ps-3"),)),
     Case("remaining-installed-completes-before-anything-else", IS2, StepState.RUNNING, CompleteStep,
          databases=MGMT_AT_T, servers={**FIRSTS_AT_T, "ms-2": {**ISO["ms-2"], "version": T}},
          check={"step": IS2}),
@@ -198,8 +214,10 @@ def test_decide_at_step(case: Case) -> None:
     seen = estate(spec, F, servers=case.servers, databases=case.databases, healthy=case.healthy,
                   consecutive=case.consecutive)
     status = at_step(spec, seen, case.step, state=case.state)
-    action = decide(spec, status, seen, later(case.age))
+    actions = decide(spec, status, seen, later(case.age))
+    action = about(actions, case.answer_for or case.step)
     assert isinstance(action, case.expected), action
+    assert not [a for a in actions if set(steps_of(a)) & set(case.untouched)], actions
     for attribute, value in case.check.items():
         assert getattr(action, attribute) == value, (attribute, action)
     if isinstance(action, CompleteStep) and "step" not in case.check:
@@ -213,16 +231,16 @@ def test_hop_done_advances_to_the_next_hop() -> None:
     seen = estate(spec, T)
     status = at_step(spec, seen, key(StepName.DISABLE_REPLICATION, hop=2))
     status = status.model_copy(update={"current_hop": 1})
-    assert decide(spec, status, seen, T0) == AdvanceHop(2, T, "2025.1")
+    assert one(decide(spec, status, seen, T0)) == AdvanceHop(2, T, "2025.1")
 
 
 def test_last_hop_done_succeeds_only_when_everything_runs_the_target() -> None:
     spec = make_spec()
     last = [s for s in at_step(spec, estate(spec, T), key(StepName.VERIFY_REPLICATION, hop=2)).steps][-1].key
     done = at_step(spec, estate(spec, "2025.1"), last, state=StepState.SUCCEEDED)
-    assert isinstance(decide(spec, done, estate(spec, "2025.1"), T0), Succeed)
+    assert isinstance(one(decide(spec, done, estate(spec, "2025.1"), T0)), Succeed)
     behind = estate(spec, "2025.1", databases={"pers-db": {"schema_version": T}})
-    action = decide(spec, done, behind, T0)
+    action = one(decide(spec, done, behind, T0))
     assert isinstance(action, Fail) and "database pers-db at 2023.1" in action.message
 
 
@@ -232,9 +250,9 @@ def test_rotation_is_restored_as_recorded_not_blindly() -> None:
     before = estate(spec, F, servers={"ms-2": {"in_rotation": False}})
     now = estate(spec, T, servers={n: {**ISO[n], "replication_enabled": False} for n in ALL})
     status = at_step(spec, now, BR, baseline_seen=before)
-    assert decide(spec, status, now, T0) == BringIntoRotation(BR, ("ms-1",))
+    assert about(decide(spec, status, now, T0), BR) == BringIntoRotation(BR, ("ms-1",))
     back = estate(spec, T, servers={**ISO, "ms-1": {"replication_enabled": False}})
-    action = decide(spec, status, back, T0)
+    action = about(decide(spec, status, back, T0), BR)
     assert isinstance(action, CompleteStep) and "ms-2" not in action.message
 
 
@@ -243,7 +261,7 @@ def test_replication_is_restored_as_recorded_not_blindly() -> None:
     before = estate(spec, F, servers={"ps-3": {"replication_enabled": False}})
     now = estate(spec, T, servers={n: {"replication_enabled": False} for n in ALL})
     status = at_step(spec, now, RR, baseline_seen=before)
-    assert decide(spec, status, now, T0) == RestoreReplication(RR, ("ps-1", "ps-2"))
+    assert one(decide(spec, status, now, T0)) == RestoreReplication(RR, ("ps-1", "ps-2"))
 
 
 def test_no_replication_before_the_plan_skips_its_restore() -> None:
@@ -251,7 +269,7 @@ def test_no_replication_before_the_plan_skips_its_restore() -> None:
     before = estate(spec, F, servers={n: {"replication_enabled": False} for n in ALL})
     now = estate(spec, T, servers={n: {"replication_enabled": False} for n in ALL})
     status = at_step(spec, now, RR, baseline_seen=before)
-    action = decide(spec, status, now, T0)
+    action = one(decide(spec, status, now, T0))
     assert action == CompleteStep(RR, "replication was not enabled before the plan", skipped=True)
 
 
@@ -260,4 +278,18 @@ def test_health_of_another_release_does_not_count() -> None:
     seen = estate(spec, F, servers=iso(ms_1={"version": T}), databases={"mgmt-db": {"schema_version": T}})
     seen = type(seen)(seen.servers, seen.databases, {**seen.health, "ms-1": HealthObservation(True, 5, F)})
     status = at_step(spec, seen, HC, state=StepState.RUNNING)
-    assert isinstance(decide(spec, status, seen, later(5)), Wait)
+    assert isinstance(about(decide(spec, status, seen, later(5)), HC), Wait)
+
+
+def test_a_flapping_page_that_times_out_says_why_it_last_failed() -> None:
+    """A page that alternates 503/200 may time out on a confirming answer: the halt still names the
+    failure that kept it from confirming enough times in a row."""
+    spec = make_spec(healthCheck={"successThreshold": 2})
+    seen = estate(spec, F, servers=iso(ms_1={"version": T}), databases={"mgmt-db": {"schema_version": T}})
+    flapped = HealthObservation(True, 1, T, "Running", last_failure="answered 503: injected health flap")
+    seen = type(seen)(seen.servers, seen.databases, {**seen.health, "ms-1": flapped})
+    status = at_step(spec, seen, HC, state=StepState.RUNNING)
+    action = one(decide(spec, status, seen, later(121)))
+    assert isinstance(action, Fail) and action.reason is Reason.HEALTH_CHECK_FAILED
+    assert "confirmed 1 of 2 time(s) in a row" in action.message
+    assert "it last failed: status page answered 503: injected health flap" in action.message

@@ -3,7 +3,7 @@ as it was (or says there is none), since the schema and the user data may be lef
 
 from __future__ import annotations
 
-from core_builders import T0, at_step, estate, key, make_spec
+from core_builders import T0, at_step, estate, key, make_spec, one
 
 from uwm_upgrade.core.actions import Fail
 from uwm_upgrade.core.decide import decide
@@ -24,7 +24,7 @@ def _migration_failed(with_backup: bool) -> Fail:
     if with_backup:
         bid = backup_id(status.plan_hash or "", status.started_at or T0, 1)
         status = record_backup(status, "mgmt-db", 1, BackupObservation(bid, True, T0), T0)
-    action = decide(spec, status, seen, T0)
+    action = one(decide(spec, status, seen, T0))
     assert isinstance(action, Fail) and action.reason is Reason.MIGRATION_FAILED, action
     return action
 

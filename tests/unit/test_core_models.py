@@ -70,7 +70,11 @@ def test_python_names_work_too() -> None:
 @pytest.mark.parametrize(("path", "value", "message"), [
     ("targetVersion", "2099.1", "spec.targetVersion 2099.1 must be one of spec.releases"),
     ("targetVersion", ..., "spec.targetVersion: Field required"),
-    ("releases", ["2022.1", "2022.1", "2024.1"], "spec.releases must not contain duplicates (2022.1)"),
+    ("releases", ["2022.1", "2022.1", "2024.1"], "spec.releases must not contain duplicates, compared ignoring case"
+                                                 " (2022.1)"),
+    ("releases", ["2022.a", "2022.A", "2024.1"], "spec.releases must not contain duplicates, compared ignoring case"
+                                                 " (2022.A, 2022.a)"),
+    ("releases", ..., "spec.releases: Field required"),
     ("releases[1]", "bad release!", "spec.releases[1]: String should match pattern"),
     ("releases", [], "spec.releases: Tuple should have at least 1 item"),
     ("maxMajorVersionsPerStep", 3, "spec.maxMajorVersionsPerStep: Input should be less than or equal to 2"),
@@ -87,6 +91,23 @@ def test_python_names_work_too() -> None:
     ("personalizationServers[1].replicationRole", "Master",
      "at most one of spec.personalizationServers may have replicationRole Master"),
     ("managementServers", [], "spec.databases[0] (mgmt-db) is used by no server"),
+    # one server named twice, or a URL that is not one server's base URL (the CRD's CEL rules, finding 5)
+    ("personalizationServers[1].url", "https://ps-1:7771",
+     "spec.personalizationServers[1].url https://ps-1:7771 is already the URL of spec.personalizationServers[0]"),
+    ("managementServers[0].url", "https://ps-1:7771", "is already the URL of spec.managementServers[0]"),
+    ("managementServers[0].url", "http://admin@ms-1:7751", "spec.managementServers[0].url: must be http(s)://host"
+                                                           "[:port][/path]: no user-info (user@), query (?)"),
+    ("managementServers[0].url", "http://ms-1:7751/?x=1", "no user-info (user@), query (?) or fragment (#)"),
+    ("managementServers[0].url", "http://ms-1:7751/#top", "no user-info (user@), query (?) or fragment (#)"),
+    ("managementServers[0].url", "http://:7751", "spec.managementServers[0].url: must name a host"),
+    ("managementServers[0].url", "http://MS-1:7751", "spec.managementServers[0].url: must be written in normal form"),
+    ("managementServers[0].url", "http://ms-1:80", "must be written in normal form"),
+    ("personalizationServers[0].url", "https://ps-1:443/", "must be written in normal form"),
+    ("managementServers[0].url", "http://ms-1:7751/", "host in lower case, no default port"),
+    ("databases[1].connectionSecretRef", {"name": "dbs", "key": "mgmt"},
+     "spec.databases[1].connectionSecretRef: another spec.databases[] entry names the same Secret and key"),
+    ("paused", "yes", "spec.paused: Input should be a valid boolean"),
+    ("baseline", {"acceptOutOfRotation": "yes"}, "spec.baseline.acceptOutOfRotation: Input should be a valid boolean"),
     ("healthCheck", {"timeoutSeconds": 5, "periodSeconds": 10},
      "spec.healthCheck.periodSeconds must not exceed spec.healthCheck.timeoutSeconds"),
     ("maxConcurrentServers", 0, "spec.maxConcurrentServers: Input should be greater than or equal to 1"),
@@ -106,8 +127,25 @@ def test_no_server_at_all_is_refused() -> None:
         parse_spec(raw)
 
 
-def test_releases_may_be_left_out() -> None:
-    assert parse_spec(spec_with("releases", ...)).releases is None
+def test_urls_in_normal_form_with_a_path_or_an_ipv6_host_are_accepted() -> None:
+    raw = spec_with("managementServers[0].url", "http://[::1]:7751/uwm/ms")
+    assert parse_spec(raw).management_servers[0].url == "http://[::1]:7751/uwm/ms"
+
+
+def test_a_replacement_at_a_server_url_is_refused() -> None:
+    raw = {**BASE, "strategy": "CleanInstall", "personalizationCutover": "Policy",
+           "managementServers": [{"name": "ms-1", "url": "http://ms-1:7751", "database": "mgmt-db",
+                                  "replacement": {"url": "https://ps-2:7771"}}]}
+    with pytest.raises(SpecError, match=r"spec.managementServers\[0\].replacement.url https://ps-2:7771 is already the"
+                                        r" URL of spec.personalizationServers\[1\]"):
+        parse_spec(raw)
+
+
+def test_the_baseline_acceptances_default_to_false() -> None:
+    spec = parse_spec(BASE)
+    assert (spec.baseline.accept_out_of_rotation, spec.baseline.accept_replication_off) == (False, False)
+    accepted = parse_spec({**BASE, "baseline": {"acceptOutOfRotation": True, "acceptReplicationOff": True}})
+    assert accepted.baseline.accept_out_of_rotation and accepted.baseline.accept_replication_off
 
 
 def test_an_absent_status_is_a_fresh_pending_one_and_round_trips() -> None:
@@ -131,3 +169,18 @@ def test_an_absent_status_is_a_fresh_pending_one_and_round_trips() -> None:
 def test_step_keys_read_well() -> None:
     assert str(StepKey(StepName.UPGRADE_SCHEMA, 1, "ms-1", "mgmt-db")) == "UpgradeSchema mgmt-db ms-1"
     assert str(StepKey(StepName.DISABLE_REPLICATION, 2)) == "DisableReplication"
+
+
+def test_a_spec_s_servers_are_made_once_and_a_copy_with_other_servers_has_its_own() -> None:
+    """`servers()`, `server()` and `replacements()` are asked thousands of times a turn: made once per
+    spec object; a `model_copy` with other server lists (a new object) is never served the old ones."""
+    from core_estate_model import make_spec
+
+    spec = make_spec()
+    assert spec.servers() is spec.servers()
+    assert spec.server("ps-2").role.value == "Subscriber"
+    fewer = spec.model_copy(update={"personalization_servers": spec.personalization_servers[:1]})
+    assert [s.name for s in fewer.servers()] == ["ms-1", "ms-2", "ps-1"]
+    assert [s.name for s in spec.servers()] == ["ms-1", "ms-2", "ps-1", "ps-2", "ps-3"]
+    with pytest.raises(KeyError):
+        fewer.server("ps-2")

@@ -14,9 +14,21 @@ from uwm_upgrade.core.observations import HealthStreak, PermanentError, Transien
     ("password=hunter2 rejected", "hunter2"),
     ("401 with Authorization: Bearer eyJhbGciOi.xyz", "eyJhbGciOi.xyz"),
     ("token: 0123456789abcdef in header", "0123456789abcdef"),
+    # hostile values: braced ODBC passwords with `;`, spaces and `}}`, Basic credentials, URL user-info
+    ("cannot connect: SERVER=db;UID=sa;PWD={p;a s=s};DATABASE=x", "a s=s"),
+    ("cannot connect: SERVER=db;PWD={we}}ird;pw}", "ird;pw"),
+    ("Authorization: Basic dXdtOnNlY3JldC1wYXNz", "dXdtOnNlY3JldC1wYXNz"),
+    ("GET https://uwm:s3cr%40t@ms-1.corp:7751/agent failed", "s3cr%40t"),
+    ("Authorization: Bearer t{o;k}en", "k}en"),
 ])
 def test_credentials_are_masked(text: str, secret: str) -> None:
     assert secret not in redact(text) and "***" in redact(text)
+
+
+def test_the_plan_secret_label_is_no_credential() -> None:
+    text = ('Secret ns/x is not labelled upgrade.uwm.io/plan-secret="true": (kubectl label secret -n ns x'
+            ' upgrade.uwm.io/plan-secret=true); client-secret=abc')
+    assert redact(text) == text.replace("client-secret=abc", "client-secret=***")
 
 
 def test_long_messages_are_cut() -> None:
@@ -38,3 +50,11 @@ def test_a_streak_counts_consecutive_confirmations_of_one_release() -> None:
     assert streak.consecutive == 2 and not streak.due(later(3), 2) and streak.due(later(4), 2)
     assert streak.record(False, later(4), "2023.1").consecutive == 0
     assert streak.record(True, later(4), "2024.1").consecutive == 1  # another release starts again
+
+
+def test_a_streak_remembers_why_its_release_last_failed_until_another_release_shows() -> None:
+    flapped = HealthStreak().record(False, T0, "2023.1", "answered 503: Starting").record(True, later(2), "2023.1")
+    assert (flapped.consecutive, flapped.last_failure) == (1, "answered 503: Starting")
+    assert flapped.record(False, later(4), None, None).last_failure == "answered 503: Starting"  # no answer
+    installed = flapped.record(True, later(6), "2024.1")
+    assert (installed.consecutive, installed.version, installed.last_failure) == (1, "2024.1", None)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from core_builders import T0, later
-from core_estate_model import make_spec
+from core_estate_model import RELEASES, make_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -140,18 +140,33 @@ def test_rollback_steps_undo_the_hop_for_every_server() -> None:
 PATH = (Hop(1, "2021.1", "2023.1"), Hop(2, "2023.1", "2025.1"))
 
 
+TARGETS = {"mgmt-db": "SERVER=sql01;PORT=1433;DATABASE=uwm_mgmt", "pers-db": "SERVER=sql01;PORT=1433;DATABASE=uwm_pers"}
+
+
 def test_the_plan_hash_is_stable() -> None:
     assert plan_hash(make_spec(), PATH) == plan_hash(make_spec(), PATH)
     assert re.fullmatch(r"[0-9a-f]{64}", plan_hash(make_spec(), PATH))
     # computed from canonical JSON: the same in every process and release of the operator
-    assert plan_hash(make_spec(), PATH) == "4bc6924f0e718a8a8e4d70f215b73f62737176b10b8541a127212557848f0b87"
+    assert plan_hash(make_spec(), PATH) == "ffcc48e749740811841432c227e12fbade870d26bd94f555d13676c883bf4cc2"
+    assert plan_hash(make_spec(), PATH, TARGETS) == plan_hash(make_spec(), PATH, dict(reversed(TARGETS.items())))
 
 
 @pytest.mark.parametrize(("changes", "same"), [
     ({"paused": True}, True),
-    ({"approval": {"required": True}}, True),
-    ({"healthCheck": {"successThreshold": 3}}, True),
-    ({"maxConcurrentServers": 3}, True),
+    # a default written out is the same plan (the API server writes the CRD's defaults)
+    ({"maxConcurrentServers": 1, "backup": {"enabled": True}, "healthCheck": {}}, True),
+    # every other field is approved: changing it needs a new approval
+    ({"approval": {"required": True}}, False),
+    ({"healthCheck": {"successThreshold": 3}}, False),
+    ({"maxConcurrentServers": 3}, False),
+    ({"maxMajorVersionsPerStep": 1}, False),
+    ({"releases": [*RELEASES, "2026.1"]}, False),
+    ({"agentSecretRef": {"name": "other-agent"}}, False),
+    ({"tls": {"caBundleSecretRef": {"name": "uwm-ca"}}}, False),
+    ({"databases": [
+        {"name": "mgmt-db", "kind": "Management", "connectionSecretRef": {"name": "dbs", "key": "other"}},
+        {"name": "pers-db", "kind": "Personalization", "connectionSecretRef": {"name": "dbs", "key": "pers"}}]},
+     False),
     ({"failurePolicy": "Rollback"}, False),
     ({"backup": {"enabled": False}}, False),
     ({"managementServers": [{"name": "ms-1", "url": "http://other:7751", "database": "mgmt-db",
@@ -165,6 +180,13 @@ def test_the_plan_hash_covers_what_is_approved(changes: dict[str, object], same:
 
 def test_the_plan_hash_covers_the_path() -> None:
     assert plan_hash(make_spec(), PATH[:1]) != plan_hash(make_spec(), PATH)
+
+
+def test_the_plan_hash_covers_the_databases_the_connection_strings_point_at() -> None:
+    """The same Secret and key, its connection string pointed at another database: another plan."""
+    elsewhere = {**TARGETS, "pers-db": "SERVER=sql02;PORT=1433;DATABASE=uwm_pers"}
+    assert plan_hash(make_spec(), PATH, TARGETS) != plan_hash(make_spec(), PATH, elsewhere)
+    assert plan_hash(make_spec(), PATH, TARGETS) != plan_hash(make_spec(), PATH)
 
 
 def test_backup_ids_are_per_run_and_hop_and_fit_the_adapter() -> None:

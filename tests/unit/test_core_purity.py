@@ -13,7 +13,7 @@ import pytest
 
 CORE = Path(__file__).resolve().parents[2] / "operator" / "uwm_upgrade" / "core"
 FORBIDDEN = ("kopf", "aiohttp", "pyodbc", "kubernetes", "asyncio", "requests", "socket", "subprocess",
-             "uwm_upgrade.adapters", "uwm_upgrade.handlers", "uwm_upgrade.testbed", "uwm_upgrade.cli", "uwm_sim")
+             "uwm_upgrade.adapters", "uwm_upgrade.handlers", "uwm_upgrade.cli", "uwm_sim", "uwm_dev")
 
 
 def imported(path: Path) -> set[str]:

@@ -24,6 +24,7 @@ from uwm_upgrade.core.models import StepKey, UpgradePlanStatus, parse_status, st
 from uwm_upgrade.core.status import (
     fail_step,
     finish_step,
+    observe_generation,
     record_observations,
     record_server,
     reset_running_steps,
@@ -88,12 +89,16 @@ def test_conditions_keep_one_entry_per_type_in_a_stable_order() -> None:
     assert [c.type for c in status.conditions] == list(ConditionType)
 
 
+UNDER_WAY = {ConditionType.RECONCILING}
 EXPECTED_TRUE = {
-    Phase.PENDING: set(), Phase.PLANNING: {ConditionType.PROGRESSING}, Phase.RUNNING: {ConditionType.PROGRESSING},
-    Phase.ROLLING_BACK: {ConditionType.PROGRESSING}, Phase.PAUSED: {ConditionType.PAUSED},
-    Phase.BLOCKED: {ConditionType.BLOCKED}, Phase.AWAITING_APPROVAL: {ConditionType.AWAITING_APPROVAL},
+    Phase.PENDING: set(), Phase.PLANNING: {ConditionType.PROGRESSING} | UNDER_WAY,
+    Phase.RUNNING: {ConditionType.PROGRESSING} | UNDER_WAY, Phase.ROLLING_BACK: {ConditionType.PROGRESSING} | UNDER_WAY,
+    Phase.PAUSED: {ConditionType.PAUSED} | UNDER_WAY, Phase.BLOCKED: {ConditionType.BLOCKED} | UNDER_WAY,
+    Phase.AWAITING_APPROVAL: {ConditionType.AWAITING_APPROVAL} | UNDER_WAY,
+    Phase.AWAITING_WINDOW: {ConditionType.AWAITING_WINDOW} | UNDER_WAY,
     Phase.SUCCEEDED: {ConditionType.READY, ConditionType.SUCCEEDED},
-    Phase.FAILED: {ConditionType.FAILED}, Phase.ROLLED_BACK: {ConditionType.FAILED},
+    Phase.FAILED: {ConditionType.FAILED, ConditionType.STALLED},
+    Phase.ROLLED_BACK: {ConditionType.FAILED, ConditionType.STALLED},
 }
 
 
@@ -105,6 +110,31 @@ def test_each_phase_sets_exactly_its_conditions_true(phase: Phase) -> None:
     for condition in status.conditions:
         if condition.type in EXPECTED_TRUE[phase]:
             assert condition.reason == "Because"
+
+
+def test_every_condition_has_every_field_of_a_metav1_condition() -> None:
+    status = observe_generation(EMPTY, 3)
+    for phase in Phase:
+        status = set_phase(status, phase, "Because", "why", later(5))
+        for condition in status_to_wire(status)["conditions"]:
+            assert set(condition) == {"type", "status", "reason", "message", "lastTransitionTime",
+                                      "observedGeneration"}, condition
+            assert condition["observedGeneration"] == 3 and condition["reason"]
+
+
+def test_a_new_generation_is_observed_by_every_condition() -> None:
+    status = set_phase(observe_generation(EMPTY, 1), Phase.FAILED, "StepFailed", "ms-1 failed", T0)
+    status = observe_generation(status, 2)
+    assert status.observed_generation == 2
+    assert {c.observed_generation for c in status.conditions} == {2}
+
+
+def test_a_condition_of_another_writer_is_kept_as_it_is() -> None:
+    raw = status_to_wire(set_phase(EMPTY, Phase.RUNNING, "Running", "go", T0))
+    raw["conditions"].append({"type": "example.com/Audited", "status": "True", "reason": "Seen", "message": "",
+                              "lastTransitionTime": "2026-01-05T09:00:00Z"})
+    status = set_phase(parse_status(raw), Phase.SUCCEEDED, "Succeeded", "done", later(5))
+    assert [c.type for c in status.conditions][-1] == "example.com/Audited"
 
 
 def test_approval_ends_with_reason_approved_and_keeps_it() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core_builders import T0, at_step, estate, key, later, make_spec, planned
+from core_builders import T0, at_step, estate, key, later, make_spec, one, planned
 
 from uwm_upgrade.core.actions import (
     BackupDatabase,
@@ -30,7 +30,7 @@ INSTALL = key(StepName.INSTALL_FIRST_SERVER, server="ms-1", database="mgmt-db")
 
 
 def test_a_computed_plan_records_path_hash_and_every_step() -> None:
-    plan = decide(SPEC, UpgradePlanStatus(), SEEN, T0)
+    plan = one(decide(SPEC, UpgradePlanStatus(), SEEN, T0))
     status = apply_decision(UpgradePlanStatus(), plan, T0)
     assert status.phase is Phase.PLANNING and status.plan_hash and status.target_version == "2025.1"
     assert [(h.from_version, h.to_version) for h in status.path] == [("2021.1", "2023.1"), ("2023.1", "2025.1")]
@@ -104,7 +104,7 @@ def test_a_permanent_error_fails_the_step_for_decide_to_route() -> None:
     status = apply_error(status, action, PermanentError(Where(server="ms-1"), "jump too far", "version-jump"), T0)
     step = status.step(INSTALL)
     assert step is not None and step.state is StepState.FAILED and step.message == "jump too far (rule version-jump)"
-    routed = decide(SPEC, status, isolated, T0)
+    routed = one(decide(SPEC, status, isolated, T0))
     assert isinstance(routed, Fail) and routed.where.step is StepName.INSTALL_FIRST_SERVER
 
 
@@ -168,3 +168,17 @@ def test_requeue_follows_the_action() -> None:
     assert requeue_after(Wait(Reason.INSTALLING, 5, "x")) == 5
     assert requeue_after(InstallServer(INSTALL, "ms-1", "2023.1")) == 0
     assert requeue_after(Fail(Reason.TIMEOUT, Where(), "x")) is None
+
+
+def test_started_and_rolling_back_are_read_from_the_steps_whatever_the_phase() -> None:
+    spec = make_spec(failurePolicy="Rollback")
+    assert not UpgradePlanStatus().started
+    assert not apply_decision(UpgradePlanStatus(), one(decide(spec, UpgradePlanStatus(), SEEN, T0)), T0).started
+    status = planned(spec, SEEN)
+    assert status.started and not status.rolling_back
+    undo = rollback_steps(spec, 1)
+    rolling = apply_decision(status, BeginRollback(Reason.TIMEOUT, Where(1), "x", undo), T0)
+    paused = apply_decision(rolling, Pause("paused", 30), later(1))
+    assert paused.phase is Phase.PAUSED and paused.rolling_back
+    resumed = apply_decision(paused, CompleteStep(undo[0].key, "done"), later(2))
+    assert resumed.phase is Phase.ROLLING_BACK

@@ -7,6 +7,7 @@ asked for a forbidden order; the journal shows the order of events; crashes inje
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from core_estate_model import FakeEstate, drive, make_spec
@@ -14,10 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from uwm_upgrade.core.actions import AwaitApproval, Pause
-from uwm_upgrade.core.enums import ConditionStatus, ConditionType, Phase, ReplicationState, StepState
+from uwm_upgrade.core.enums import ConditionStatus, ConditionType, Phase, ReplicationState, ServerPhase, StepState
 from uwm_upgrade.core.models import UpgradePlanSpec, UpgradePlanStatus
 
 HOPS = ("2023.1", "2025.1")
+INSTANTS = ["before-effect", "before-send", "after-effect"]  # where a process can die in a turn
 
 
 def index(journal: list[tuple[str, ...]], entry: tuple[str, ...]) -> int:
@@ -83,7 +85,7 @@ def test_concurrency_never_exceeds_max_concurrent_servers() -> None:
 def test_a_mixed_estate_is_reconciled_by_the_first_hop() -> None:
     spec = make_spec()
     estate = FakeEstate(spec, versions={"ms-1": "2022.1", "ps-2": "2023.1"}, schemas={"pers-db": "2021.1"})
-    estate.servers["ps-2"].phase = estate.servers["ps-2"].phase.DATABASE_UPDATES_REQUIRED
+    assert estate.servers["ps-2"].phase is ServerPhase.DATABASE_UPDATES_REQUIRED  # the simulators' phase
     run = drive(spec, estate)
     assert run.status.phase is Phase.SUCCEEDED, run.status.message
     assert [(h.from_version, h.to_version) for h in run.status.path] == [("2021.1", "2023.1"), ("2023.1", "2025.1")]
@@ -158,18 +160,79 @@ def test_rollback_restores_backup_release_rotation_and_replication() -> None:
     assert "MigrationFailed" in (failed.message or "")
 
 
+def _install_fails_once_in_hop_two(plan: UpgradePlanSpec, estate: FakeEstate,
+                                   server: str) -> Callable[[int, UpgradePlanStatus], UpgradePlanSpec]:
+    """`drive`'s on_cycle: the next install of `server` fails, once hop 2 has begun."""
+    broken: list[int] = []
+
+    def on_cycle(cycle: int, status: UpgradePlanStatus) -> UpgradePlanSpec:
+        if status.current_hop == 2 and not broken:
+            broken.append(cycle)
+            estate.faults.install_fail.add(server)
+        return plan
+    return on_cycle
+
+
 def test_rollback_in_the_second_hop_returns_to_the_first_hops_release() -> None:
+    """ps-1 fails before any server served 2025.1 (ms-1 is out of rotation): the hop is rolled back."""
     plan = make_spec(failurePolicy="Rollback")
     estate = FakeEstate(plan)
 
-    def break_in_hop_two(cycle: int, status: UpgradePlanStatus) -> UpgradePlanSpec:
-        if status.current_hop == 2:
-            estate.faults.install_fail.add("ps-3")
-        return plan
-
-    run = drive(plan, estate, on_cycle=break_in_hop_two)
+    run = drive(plan, estate, on_cycle=_install_fails_once_in_hop_two(plan, estate, "ps-1"))
     assert run.status.phase is Phase.ROLLED_BACK, run.status.message
     assert_restored(run.status, estate, "2023.1")
+    assert [e[1] for e in estate.ops("restore")] == ["mgmt-db"]
+
+
+def _halted_not_rolled_back(status: UpgradePlanStatus, estate: FakeEstate, cause: str, step: tuple[str, str | None],
+                            served: str) -> None:
+    """Halted where it failed, no database restored, and the Failed condition says why and what to do."""
+    assert status.phase is Phase.FAILED, status.message
+    failed = status.condition(ConditionType.FAILED)
+    assert failed is not None and failed.reason == "RollbackUnsafe", failed
+    message = failed.message or ""
+    assert f"Not rolled back: {served}" in message and "would lose the user data" in message
+    assert "fix the cause, then delete this plan and create it again" in message
+    assert [(s.name, s.server) for s in status.steps if s.state is StepState.FAILED] == [step]
+    assert next(s for s in status.steps if s.state is StepState.FAILED).message.startswith(cause)
+    assert not estate.ops("restore") and not any(s.name.undoes for s in status.steps)
+
+
+def test_a_failure_after_a_database_served_the_new_release_halts_instead_of_restoring_it() -> None:
+    """ps-1 (no pool: it serves once its status page confirms) served 2025.1, then ps-3 fails to install:
+    restoring pers-db would lose what its clients wrote since, so the plan halts and restores nothing."""
+    plan = make_spec(failurePolicy="Rollback")
+    estate = FakeEstate(plan)
+
+    run = drive(plan, estate, on_cycle=_install_fails_once_in_hop_two(plan, estate, "ps-3"))
+    _halted_not_rolled_back(run.status, estate, "InstallFailed", ("InstallServer", "ps-3"), "pers-db (ps-1 has served")
+    mark = run.status.database("pers-db").new_release_served  # type: ignore[union-attr]
+    assert mark is not None and (mark.hop, mark.version, mark.server) == (2, "2025.1", "ps-1")
+    assert run.status.database("mgmt-db").new_release_served.hop == 1  # type: ignore[union-attr]  # not this hop
+
+
+def test_a_slow_catch_up_after_every_server_served_halts_without_a_restore() -> None:
+    """The last step of a hop (subscribers catching up) times out after everything served the new release:
+    it used to restore both databases, losing the user data, and end Failed anyway."""
+    plan = make_spec(failurePolicy="Rollback", targetVersion="2023.1")
+    estate = FakeEstate(plan)
+    estate.faults.never_caught_up.add("ps-3")
+    run = drive(plan, estate)
+    _halted_not_rolled_back(run.status, estate, "Timeout", ("VerifyReplication", None), "mgmt-db (ms-1 has served")
+    assert "pers-db (ps-1 has served clients on 2023.1 since" in (run.status.message or "")
+
+
+def test_the_rolling_back_message_says_the_data_loss_window() -> None:
+    plan = make_spec(failurePolicy="Rollback")
+    estate = FakeEstate(plan)
+    estate.faults.migration_fail.add("pers-db")
+    run = drive(plan, estate)
+    rolling = [e.note for e in run.events if e.phase is Phase.ROLLING_BACK]
+    assert len(rolling) == 1 and "Restoring mgmt-db from backup p" in rolling[0], rolling
+    assert "pers-db from backup p" in rolling[0] and "user data written to them from the backup until the" \
+        " restore is lost" in rolling[0]
+    restored = [s.message or "" for s in run.status.steps if s.name == "RestoreBackup"]
+    assert all("user data written to it from 2026-01-05T" in m and " is lost" in m for m in restored), restored
 
 
 def test_a_rollback_that_cannot_restore_halts() -> None:
@@ -188,7 +251,7 @@ def test_health_confirmations_must_be_consecutive() -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(crashes=st.sets(st.tuples(st.integers(0, 320), st.sampled_from(["before-effect", "after-effect"])),
+@given(crashes=st.sets(st.tuples(st.integers(0, 320), st.sampled_from(INSTANTS)),
                        max_size=12),
        concurrency=st.integers(1, 3))
 def test_a_crash_at_any_point_changes_nothing_but_the_time(crashes: set[tuple[int, str]], concurrency: int) -> None:
@@ -202,7 +265,7 @@ def test_a_crash_at_any_point_changes_nothing_but_the_time(crashes: set[tuple[in
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(crashes=st.sets(st.tuples(st.integers(0, 400), st.sampled_from(["before-effect", "after-effect"])),
+@given(crashes=st.sets(st.tuples(st.integers(0, 400), st.sampled_from(INSTANTS)),
                        max_size=12))
 def test_a_crash_during_a_rollback_still_rolls_back(crashes: set[tuple[int, str]]) -> None:
     spec = make_spec(failurePolicy="Rollback")

@@ -1,29 +1,23 @@
-"""Pure parts of the engine: which plans hold an estate, and what a deletion restores."""
+"""The engine around plans: which plans hold an estate, and a deletion waiting for the plan's loop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pytest
+from core_builders import SMALL_ESTATE as SPEC
 
-from uwm_upgrade.core.enums import ReplicationRole, ReplicationState, ServerKind, ServerPhase
-from uwm_upgrade.core.models import ServerStatus, UpgradePlanStatus, parse_spec
-from uwm_upgrade.core.observations import Observations, ServerObservation
-from uwm_upgrade.engine.overlap import holders
-from uwm_upgrade.engine.teardown import pending_work, restorations, started
+from uwm_upgrade.core.models import parse_spec
+from uwm_upgrade.engine.overlap import contenders, holders, static_footprint
 
-SPEC: dict[str, Any] = {
-    "targetVersion": "2023.1", "releases": ["2021.1", "2022.1", "2023.1"],
-    "agentSecretRef": {"name": "agent"},
-    "databases": [{"name": "mgmt-db", "kind": "Management", "connectionSecretRef": {"name": "dbs", "key": "m"}},
-                  {"name": "pers-db", "kind": "Personalization", "connectionSecretRef": {"name": "dbs", "key": "p"}}],
-    "managementServers": [{"name": "ms-1", "url": "http://ms-1:7751", "database": "mgmt-db", "loadBalanced": True},
-                          {"name": "ms-2", "url": "http://ms-2:7751", "database": "mgmt-db", "loadBalanced": True}],
-    "personalizationServers": [
-        {"name": "ps-1", "url": "http://ps-1:7771", "database": "pers-db", "replicationRole": "Master"},
-        {"name": "ps-2", "url": "http://ps-2:7771", "database": "pers-db", "replicationRole": "Subscriber"}],
-}
+
+def held(me: dict[str, Any], others: list[dict[str, Any]]) -> tuple[str, ...]:
+    """`holders` over the plans' spec-only footprints (the resolved ones are tested in test_engine_overlap)."""
+    mine = static_footprint(parse_spec(me["spec"]), me["metadata"]["namespace"])
+    theirs = [(o, static_footprint(spec, o["metadata"]["namespace"])) for o, spec in contenders(me, others)]
+    return holders(me, mine, theirs)
 
 
 def _plan(name: str, created: str, phase: str | None = None, **spec: Any) -> dict[str, Any]:
@@ -32,6 +26,11 @@ def _plan(name: str, created: str, phase: str | None = None, **spec: Any) -> dic
     if phase:
         obj["status"] = {"phase": phase}
     return obj
+
+
+def _started(plan: dict[str, Any]) -> dict[str, Any]:
+    plan["status"]["startedAt"] = "2026-01-02T00:00:00Z"
+    return plan
 
 
 OTHER_ESTATE = {
@@ -52,9 +51,13 @@ OTHER_ESTATE = {
     (_plan("b", "2026-01-01"), [_plan("a", "2026-01-01")], ("a",)),            # same instant: the name decides
     (_plan("b", "2026-01-02"), [_plan("a", "2026-01-01", "Paused")], ("a",)),
     (_plan("b", "2026-01-02"), [{**_plan("a", "2026-01-01"), "spec": {"bad": True}}], ()),  # invalid: ignored
+    # waiting for its window between hops (started), a newer plan holds the estate still
+    (_plan("a", "2026-01-01"), [_started(_plan("b", "2026-01-02", "AwaitingWindow"))], ("b",)),
+    (_plan("a", "2026-01-01"), [_plan("b", "2026-01-02", "AwaitingWindow")], ()),  # not started: it waits
+    (_started(_plan("a", "2026-01-01", "AwaitingWindow")), [_plan("b", "2026-01-02", "Running")], ()),
 ])
 def test_holders(me: dict[str, Any], others: list[dict[str, Any]], expected: tuple[str, ...]) -> None:
-    assert holders(me, parse_spec(me["spec"]), [me, *others]) == expected
+    assert held(me, [me, *others]) == expected
 
 
 def test_a_shared_database_secret_alone_is_an_overlap() -> None:
@@ -62,57 +65,7 @@ def test_a_shared_database_secret_alone_is_an_overlap() -> None:
         {"name": "z-1", "url": "http://z-1:7751", "database": "mgmt-db"}], personalizationServers=[
         {"name": "z-2", "url": "http://z-2:7771", "database": "pers-db"}])
     me = _plan("b", "2026-01-02")
-    assert holders(me, parse_spec(me["spec"]), [other]) == ("a",)
-
-
-def _obs(name: str, kind: ServerKind, *, phase: ServerPhase = ServerPhase.RUNNING, lb: bool = False,
-         rotation: bool = False, role: ReplicationRole = ReplicationRole.NONE, replication: bool = False,
-         version: str = "2022.1") -> ServerObservation:
-    return ServerObservation(name=name, kind=kind, version=version, phase=phase,
-                             database="mgmt-db" if kind is ServerKind.MANAGEMENT else "pers-db",
-                             load_balanced=lb, in_rotation=rotation, replication_role=role,
-                             replication_enabled=replication)
-
-
-STATUS = UpgradePlanStatus(servers=(
-    ServerStatus(name="ms-1", online_before=True), ServerStatus(name="ms-2", online_before=False),
-    ServerStatus(name="ps-1", replication_before=ReplicationState.ENABLED),
-    ServerStatus(name="ps-2", replication_before=ReplicationState.ENABLED)))
-
-
-def test_deletion_restores_what_was_there_before_master_first() -> None:
-    spec = parse_spec(SPEC)
-    seen = Observations.of(servers=(
-        _obs("ms-1", ServerKind.MANAGEMENT, lb=True), _obs("ms-2", ServerKind.MANAGEMENT, lb=True),
-        _obs("ps-2", ServerKind.PERSONALIZATION, role=ReplicationRole.SUBSCRIBER),
-        _obs("ps-1", ServerKind.PERSONALIZATION, role=ReplicationRole.MASTER)))
-    assert started(STATUS) and not started(UpgradePlanStatus())
-    rotation, replication, notes = restorations(spec, STATUS, seen)
-    assert rotation == ["ms-1"]  # ms-2 was out of rotation before the plan: it stays out
-    assert replication == ["ps-1", "ps-2"]
-    assert notes == []
-
-
-def test_deletion_does_not_force_what_the_guide_forbids_and_waits_for_busy_servers() -> None:
-    spec = parse_spec(SPEC)
-    seen = Observations.of(servers=(
-        _obs("ms-1", ServerKind.MANAGEMENT, lb=True, phase=ServerPhase.VERSION_MISMATCH),
-        _obs("ms-2", ServerKind.MANAGEMENT, lb=True, phase=ServerPhase.INSTALLING),
-        _obs("ps-1", ServerKind.PERSONALIZATION, role=ReplicationRole.MASTER, replication=True)))
-    rotation, replication, notes = restorations(spec, STATUS, seen)
-    assert rotation == [] and replication == []
-    assert notes == ["ms-1: cannot go back into rotation while VersionMismatch", "ps-2: not reachable"]
-    assert pending_work(spec, STATUS, seen).waiting_for == ["ms-2 (Installing)"]
-
-
-def test_deletion_waits_for_a_server_still_starting_that_goes_back_into_rotation() -> None:
-    """Just installed, its status page not confirming yet: once it serves, it goes back (not 'NOT restored')."""
-    spec = parse_spec(SPEC)
-    seen = Observations.of(servers=(
-        _obs("ms-1", ServerKind.MANAGEMENT, lb=True, phase=ServerPhase.STARTING),
-        _obs("ms-2", ServerKind.MANAGEMENT, lb=True, phase=ServerPhase.STARTING),  # out before the plan
-        _obs("ps-1", ServerKind.PERSONALIZATION, role=ReplicationRole.MASTER, phase=ServerPhase.STARTING)))
-    assert pending_work(spec, STATUS, seen).waiting_for == ["ms-1 (Starting)"]
+    assert held(me, [other]) == ("a",)
 
 
 async def test_deletion_waits_until_the_plans_loop_has_stopped() -> None:
@@ -142,3 +95,73 @@ async def test_deletion_waits_until_the_plans_loop_has_stopped() -> None:
 
     await reconciler.drive(runtime, body, Flag(), logging.getLogger("t"))
     assert runtime.loops == set()  # a loop that ended is no longer waited for
+
+
+class _Kube:
+    """What a teardown asks the API server: the plan's Secrets, and an Event at the end."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str:
+        return "DRIVER={PostgreSQL Unicode};SERVER=db;PORT=5432;DATABASE=d;UID=u;PWD=p" if name == "dbs" else "t"
+
+    async def event(self, plan: dict[str, Any], type_: str, reason: str, note: str) -> None:
+        self.events.append((type_, reason, note))
+
+
+async def test_a_teardown_waits_for_work_in_flight_as_long_as_an_install_may_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It used to give up after 120 tries (about 4 minutes) while an install may run 30; now it waits by
+    time, the install limit, however many tries kopf counted."""
+    import dataclasses
+    import time
+
+    from uwm_upgrade.core.observations import Observations
+    from uwm_upgrade.core.teardown import TeardownResult
+    from uwm_upgrade.engine import deletion, reconciler
+    from uwm_upgrade.engine.teardown import MustWaitError
+
+    runtime = reconciler.Runtime(kube=_Kube())  # type: ignore[arg-type]
+    runtime.limits = dataclasses.replace(runtime.limits, install_seconds=0.6, schema_seconds=0.3)
+
+    async def seen(*_: Any) -> Observations:
+        return Observations()
+
+    restored: list[str] = []
+
+    async def restore(*_: Any) -> TeardownResult:
+        restored.append("now")
+        return TeardownResult(restored=["ms-1 back in rotation"])
+
+    monkeypatch.setattr(deletion, "observe", seen)
+    monkeypatch.setattr(deletion, "pending_work", lambda *_: TeardownResult(waiting_for=["ms-2 installing"]))
+    monkeypatch.setattr(deletion, "restore", restore)
+    body = {"metadata": {"name": "p", "namespace": "ns", "uid": "u-2"}, "spec": SPEC,
+            "status": {"phase": "Running", "startedAt": "2026-01-01T00:00:00Z", "currentHop": 1,
+                       "steps": [{"name": "RecordBaseline", "hop": 0, "state": "Succeeded"}]}}
+    logger = logging.getLogger("t")
+    with pytest.raises(MustWaitError, match="ms-2 installing"):
+        await deletion.on_delete(runtime, body, logger, retry=500)
+    deadline = time.monotonic() + 5
+    while not restored and time.monotonic() < deadline:
+        try:
+            await deletion.on_delete(runtime, body, logger, retry=501)
+        except MustWaitError:
+            await asyncio.sleep(0.05)
+    assert restored == ["now"]
+    assert runtime.teardowns == {}
+
+
+async def test_a_standby_does_not_tear_down() -> None:
+    from uwm_upgrade.engine import deletion, reconciler
+    from uwm_upgrade.engine.teardown import MustWaitError
+
+    class Standby:
+        def leading(self, namespace: str) -> bool:
+            return False
+
+    runtime = reconciler.Runtime(kube=None, leadership=Standby())  # type: ignore[arg-type]
+    body = {"metadata": {"name": "p", "namespace": "ns", "uid": "u-3"}, "spec": SPEC, "status": {"phase": "Running"}}
+    with pytest.raises(MustWaitError, match="standing by: another operator replica leads namespace ns"):
+        await deletion.on_delete(runtime, body, logging.getLogger("t"), retry=0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from uwm_upgrade.adapters.database import redact
-from uwm_upgrade.adapters.sql_dialect import Dialect, DialectName, backup_table, dialect_of, ident
+from uwm_upgrade.adapters.odbc import ConnectionStringError
+from uwm_upgrade.adapters.sql_dialect import Dialect, DialectName, backup_table, dialect_of
 
 PG = Dialect(DialectName.POSTGRESQL)
 MS = Dialect(DialectName.MSSQL)
@@ -21,16 +22,23 @@ def test_dialect_from_driver(cs: str, expected: DialectName) -> None:
 
 
 def test_unknown_driver_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="no known ODBC driver"):
+    with pytest.raises(ConnectionStringError, match="names the ODBC driver 'Oracle': known are PostgreSQL"):
         dialect_of("DRIVER={Oracle};PWD=x")
+    with pytest.raises(ConnectionStringError, match="names no DRIVER"):
+        dialect_of("DSN=x;PWD=x")
 
 
-def test_identifiers_are_validated_before_splicing() -> None:
-    assert ident("uwm_user_data") == "uwm_user_data"
-    for bad in ("t; DROP TABLE x", "a-b", "", "1abc", "x" * 70):
+def test_identifiers_are_quoted_whatever_they_hold() -> None:
+    """A SQL Server database name with `-` used to be refused; every identifier is quoted instead."""
+    assert MS.quote("uwm-mgmt") == "[uwm-mgmt]"
+    assert MS.quote("a]b; DROP TABLE x") == "[a]]b; DROP TABLE x]"
+    assert PG.quote('uwm_"x"') == '"uwm_""x"""'
+    for bad in ("", "a\x00b", "x" * 129):
         with pytest.raises(ValueError):
-            ident(bad)
+            MS.quote(bad)
     assert backup_table("plan1-h2", "uwm_user_data") == "uwm_backup_plan1_h2_user_data"
+    with pytest.raises(ValueError, match="beyond 63"):
+        backup_table("p" * 41, "uwm_" + "t" * 20)
 
 
 def test_checksums_differ_per_dialect() -> None:
@@ -39,19 +47,41 @@ def test_checksums_differ_per_dialect() -> None:
 
 
 def test_postgres_backs_up_by_copy_and_mssql_natively() -> None:
-    assert PG.copy_table("uwm_a", "uwm_backup_x_a") == [
-        "CREATE TABLE uwm_backup_x_a (LIKE uwm_a INCLUDING ALL)", "INSERT INTO uwm_backup_x_a SELECT * FROM uwm_a"]
+    assert PG.copy_table("uwm_a", "uwm_backup_x_a") == ['CREATE TABLE "uwm_backup_x_a" (LIKE "uwm_a" INCLUDING ALL)',
+                                                       'INSERT INTO "uwm_backup_x_a" SELECT * FROM "uwm_a"']
     with pytest.raises(ValueError, match="SQL Server uses BACKUP DATABASE"):
         MS.copy_table("uwm_a", "b")
-    assert MS.backup_database("UWM_Mgmt", "/b/x.bak") == (
-        "BACKUP DATABASE [UWM_Mgmt] TO DISK = N'/b/x.bak' WITH CHECKSUM, INIT, COPY_ONLY")
+    assert MS.backup_database("UWM-Mgmt", "/b/x.bak", "plan-h1", "2021.1") == (
+        "BACKUP DATABASE [UWM-Mgmt] TO DISK = N'/b/x.bak' WITH CHECKSUM, INIT, COPY_ONLY, NAME = N'plan-h1', "
+        "DESCRIPTION = N'uwm-upgrade schema_version=2021.1'")
     assert MS.verify_backup("/b/o'k.bak") == "RESTORE VERIFYONLY FROM DISK = N'/b/o''k.bak' WITH CHECKSUM"
-    restore = MS.restore_database("UWM_Mgmt", "/b/x.bak")
-    assert restore[0].endswith("SET SINGLE_USER WITH ROLLBACK IMMEDIATE")
-    assert "WITH REPLACE, CHECKSUM" in restore[1]
-    assert restore[2].endswith("SET MULTI_USER")
+    assert MS.backup_header("/b/x.bak") == "RESTORE HEADERONLY FROM DISK = N'/b/x.bak'"
     with pytest.raises(ValueError, match="only on SQL Server"):
-        PG.backup_database("d", "/x")
+        PG.backup_database("d", "/x", "id", None)
+
+
+def test_the_sql_server_restore_is_one_batch_that_always_lets_users_back_in() -> None:
+    batch = MS.restore_database("uwm-mgmt", "/b/x.bak")
+    tried, caught = batch.split("BEGIN CATCH")
+    assert tried.index("SET SINGLE_USER WITH ROLLBACK IMMEDIATE") < tried.index("RESTORE DATABASE [uwm-mgmt]") \
+        < tried.index("SET MULTI_USER")
+    assert "WITH REPLACE, CHECKSUM" in tried
+    # a database left RESTORING (a restore that died half way) cannot be altered: it is restored as it is
+    only_online = ("IF DATABASEPROPERTYEX(N'uwm-mgmt', 'Status') = 'ONLINE'\n"
+                   "    ALTER DATABASE [uwm-mgmt] SET SINGLE_USER")
+    assert only_online in tried
+    assert "ALTER DATABASE [uwm-mgmt] SET MULTI_USER" in caught
+    assert "DATABASEPROPERTYEX(N'uwm-mgmt', 'Status')" in caught
+    assert caught.rstrip().endswith("THROW;\nEND CATCH")
+    assert isinstance(batch, str)  # one batch, never a list of statements that could stop half way
+
+
+def test_sessions_and_snapshots_per_dialect() -> None:
+    assert PG.session_setup(1.5) == ["SET statement_timeout = 1500"]
+    assert MS.session_setup(1.5) == []  # SQL Server gets Connection.timeout instead
+    assert PG.repeatable_read() == MS.repeatable_read() == "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+    assert PG.after_repeatable_read() == [] and MS.after_repeatable_read() == [
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"]
 
 
 def test_catalog_queries_per_dialect() -> None:
@@ -66,4 +96,4 @@ def test_redact_removes_every_connection_value() -> None:
     cs = "DRIVER={PostgreSQL Unicode};SERVER=db.example;PORT=5432;UID=uwm;PWD=hunter22;DATABASE=mgmt"
     msg = "could not connect to db.example:5432 as uwm with hunter22; PWD=hunter22"
     out = redact(msg, cs)
-    assert "hunter22" not in out and "db.example" not in out
+    assert "hunter22" not in out and "db.example" not in out and " uwm " not in out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from uwm_upgrade.testbed import assets
+from uwm_dev.testbed import assets
 
 
 def _fake_bin(directory: Path, name: str, executable: bool = True) -> Path:
@@ -81,3 +81,42 @@ def test_cache_lives_outside_the_repository_under_the_user_cache_dir() -> None:
     root = assets.cache_root({"HOME": "/home/u", "XDG_CACHE_HOME": "/home/u/.cache"})
     assert root == Path("/home/u/.cache/uwm-upgrade")
     assert not str(assets.cached_bin_dir(os.environ)).startswith(str(Path(__file__).resolve().parents[2]))
+
+
+def test_make_assets_prints_one_short_line_naming_versions_and_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`make assets` (`uwm-dev testbed build`) says what it found in one line, not the `Assets(...)` repr."""
+    from uwm_dev.cli import main
+
+    cache = tmp_path / "cache"
+    for name in assets.BINARIES:
+        _fake_bin(assets.cached_bin_dir({"UWM_UPGRADE_CACHE": str(cache)}), name)
+    for var in ("KUBEBUILDER_ASSETS", *assets.ENV_BY_BINARY.values()):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("UWM_UPGRADE_CACHE", str(cache))
+    assert main(["testbed", "build"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        f"[testbed] assets: kube-apiserver {assets.KUBERNETES_VERSION}, etcd {assets.ETCD_VERSION}, "
+        f"helm {assets.HELM_VERSION} in {assets.cached_bin_dir({'UWM_UPGRADE_CACHE': str(cache)})}"]
+
+
+def test_described_assets_name_the_users_own_binaries_by_their_folder(tmp_path: Path) -> None:
+    user = tmp_path / "envtest"
+    for n in ("kube-apiserver", "etcd", "kubectl"):
+        _fake_bin(user, n)
+    env = {"KUBEBUILDER_ASSETS": str(user), "UWM_UPGRADE_CACHE": str(tmp_path / "cache")}
+    _fake_bin(assets.cached_bin_dir(env), "helm")
+    line = assets.resolve(env, build=False).describe(env)
+    assert line == (f"helm {assets.HELM_VERSION} in {assets.cached_bin_dir(env)}; "
+                    f"kube-apiserver, kubectl, etcd from {user}")
+
+
+def test_a_cache_under_home_is_shown_with_a_tilde(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    env = {"XDG_CACHE_HOME": str(tmp_path / ".cache")}
+    for name in assets.BINARIES:
+        _fake_bin(assets.cached_bin_dir(env), name)
+    line = assets.resolve(env, build=False).describe(env)
+    assert line.endswith(" in ~/.cache/uwm-upgrade/" + assets.cached_bin_dir(env).relative_to(
+        tmp_path / ".cache" / "uwm-upgrade").as_posix())

@@ -67,12 +67,29 @@ app.kubernetes.io/part-of: uwm-upgrade-operator
 {{- if and .Values.clusterWide .Values.watchNamespaces -}}
 {{- fail "clusterWide: true watches every namespace; leave watchNamespaces empty (or set clusterWide: false)" -}}
 {{- end -}}
+{{- if .Values.networkPolicy.enabled -}}
+{{- if not .Values.networkPolicy.apiServer.cidrs -}}
+{{- fail "networkPolicy.enabled needs networkPolicy.apiServer.cidrs (the API server's addresses: kubectl get endpoints kubernetes -n default)" -}}
+{{- end -}}
+{{- if not (or .Values.serverPolicy.allowedCIDRs .Values.demoEstate.enabled) -}}
+{{- fail "networkPolicy.enabled needs serverPolicy.allowedCIDRs (the servers' addresses: the NetworkPolicy lets the operator reach only those)" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.approvalPolicy.enabled (not .Values.approvalPolicy.approverGroups) -}}
+{{- fail "approvalPolicy.enabled needs approvalPolicy.approverGroups (the groups whose members may approve plans)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Plain http for the token-bearing calls: asked for, or needed by the demo estate's simulators. */}}
+{{- define "uwm.insecureHttp" -}}
+{{- if or .Values.serverPolicy.allowInsecureHttp .Values.demoEstate.enabled -}}true{{- end -}}
 {{- end -}}
 
 {{/*
 The only permissions the operator needs (no wildcards): kopf watches and patches UpgradePlans and their
-status, the reconciler reads the Secrets a plan references and posts events.k8s.io Events, and kopf
-posts its own core Events. The same rules go into the Roles (namespaced) or the ClusterRole.
+status, the reconciler reads the Secrets a plan references and posts events.k8s.io Events, kopf posts
+its own core Events, and the replicas elect their leader by a Lease in each namespace of plans. The same
+rules go into the Roles (namespaced) or the ClusterRole.
 */}}
 {{- define "uwm.rbacRules" -}}
 - apiGroups: ["upgrade.uwm.io"]
@@ -90,6 +107,9 @@ posts its own core Events. The same rules go into the Roles (namespaced) or the 
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
 {{- end -}}
 
 {{/* Names of the demo estate. */}}

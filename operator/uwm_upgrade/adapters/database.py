@@ -1,300 +1,190 @@
-"""The operator's view of one UWM database, through pyodbc, kept off the event loop.
+"""The operator's view of one UWM database: the snapshot it polls, and backups it takes, verifies and
+restores (docs/contracts.md section 3).
 
-It reads the schema version and the schema lock, and takes, verifies and restores backups. Each call
-opens its own connection in a worker thread (`asyncio.to_thread`): pyodbc blocks, and an upgrade makes
-few database calls, so a pool would buy nothing. Backups are idempotent by id: the operator derives the
-id from the plan and the hop, so a crash after a backup but before its id reached the status finds the
-same backup again instead of taking a second one; an unusable backup (checksum mismatch) is retaken.
+Why a facade: the engine asks questions (what state is the database in, is this backup still good) and
+gives orders (back up, restore) without knowing the dialect, the threads or the deadlines. Backups are
+idempotent by id: the operator derives the id from the plan and the hop, so a crash after a backup but
+before its id reached the status finds the same backup again instead of taking a second one; a backup
+is recorded unverified and only a verification marks it verified; an unusable one is retaken.
 
-Errors never carry the connection string: pyodbc messages are redacted before they leave this module.
+Constructing a `Database` never fails and never connects: a connection string that cannot be used
+(unknown driver, unbalanced braces) is reported by the first call, as a `DatabaseError` like every other
+failure, so the plan says why in its status. Nothing here shows the connection string (`repr`,
+errors): see `odbc.py` and `db_session.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import json
-import re
+import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pyodbc
 
-from .sql_dialect import BACKUP_ID, Dialect, DialectName, backup_table, dialect_of, ident
+from . import db_backup_mssql, db_backup_pg
+from .db_records import BackupInfo, Snapshot, read_snapshot
+from .db_session import (
+    DEFAULT_LIMITS,
+    Connect,
+    DatabaseError,
+    DatabaseLimits,
+    RefusalError,
+    Session,
+    call,
+    close_all,
+    close_quietly,
+    describe_error,
+    job,
+    session_for,
+    text_value,
+)
+from .odbc import ConnectionStringError, OdbcString, Target, redact
+from .sql_dialect import BACKUP_ID, Dialect, DialectName, dialect_of
 
+__all__ = ["BackupInfo", "Database", "DatabaseError", "DatabaseLimits", "Snapshot", "close_all", "redact"]
 T = TypeVar("T")
-EXCLUDED_FROM_BACKUP = re.compile(r"^uwm_backup")
-TRANSIENT_SQLSTATES = ("08", "HYT", "40001", "40P01", "57P")
-
-
-class DatabaseError(RuntimeError):
-    """A database operation failed. ``transient`` says whether retrying may help. Secret-free."""
-
-    def __init__(self, database: str, message: str, transient: bool) -> None:
-        super().__init__(f"database {database}: {message}")
-        self.database = database
-        self.transient = transient
-
-
-@dataclass(frozen=True)
-class BackupInfo:
-    id: str
-    taken_at: datetime | None
-    schema_version: str | None
-    checksum: str
-    verified: bool
-
-
-def _utc(taken_at: Any) -> datetime | None:
-    """`taken_at` is stored in UTC without a zone (`Dialect.now()`): say so, so it is recorded as it is."""
-    if not isinstance(taken_at, datetime):
-        return None
-    return taken_at if taken_at.tzinfo else taken_at.replace(tzinfo=UTC)
-
-
-def redact(message: str, connection_string: str) -> str:
-    """Remove every value of the connection string (passwords above all) from ``message``."""
-    out = message
-    for part in connection_string.split(";"):
-        _, _, value = part.partition("=")
-        value = value.strip().strip("{}")
-        if len(value) >= 3:
-            out = out.replace(value, "***")
-    return re.sub(r"(?i)(pwd|password)=[^;\s]*", r"\1=***", out)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    schema_version: str | None
-    lock_holder: str | None
-    backups: tuple[BackupInfo, ...]
 
 
 class Database:
     """One UWM database named ``name`` (the spec's `databases[].name`), reached by ``connection_string``."""
 
-    def __init__(self, name: str, connection_string: str, backup_directory: str = "/var/opt/mssql/backup") -> None:
+    def __init__(self, name: str, connection_string: str, backup_directory: str = "/var/opt/mssql/backup",
+                 limits: DatabaseLimits = DEFAULT_LIMITS, connect: Connect = pyodbc.connect) -> None:
         self.name = name
-        self._cs = connection_string
-        self.dialect = Dialect(dialect_of(connection_string))
         self._backup_dir = backup_directory
+        self._limits = limits
+        self._connect = connect
+        self._odbc: OdbcString | None = None
+        self.dialect: Dialect | None = None
+        self._problem: str | None = None
+        try:
+            self._odbc = OdbcString.parse(connection_string)
+            self.dialect = Dialect(dialect_of(self._odbc))
+        except ConnectionStringError as exc:
+            self._problem = f"bad connection string: {exc}"
 
     def __repr__(self) -> str:  # never show the connection string
-        return f"Database({self.name!r}, {self.dialect.name})"
+        return f"Database({self.name!r}, {self.dialect.name if self.dialect else 'unusable'})"
 
-    async def _run(self, fn: Callable[[pyodbc.Connection], T], autocommit: bool = False) -> T:
-        def work() -> T:
-            try:
-                conn = pyodbc.connect(self._cs, autocommit=autocommit, timeout=10)
-            except pyodbc.Error as exc:
-                raise self._error(exc, "cannot connect") from None
-            try:
-                result = fn(conn)
-                if not autocommit:
-                    conn.commit()
-                return result
-            except pyodbc.Error as exc:
-                if not autocommit:
-                    conn.rollback()
-                raise self._error(exc, "query failed") from None
-            finally:
-                conn.close()
+    def target(self) -> Target:
+        """Where the connection string leads (SERVER, PORT, DATABASE; never the credentials)."""
+        if self._odbc is None:
+            raise DatabaseError(self.name, self._problem or "bad connection string", transient=False)
+        return self._odbc.target()
 
-        return await asyncio.to_thread(work)
+    # ------------------------------------------------------------ plumbing
+    def _session(self) -> tuple[Session, Dialect]:
+        if self._odbc is None or self.dialect is None:
+            raise DatabaseError(self.name, self._problem or "bad connection string", transient=False)
+        return session_for(self._odbc, self.dialect, self._limits, self._connect), self.dialect
 
-    def _error(self, exc: pyodbc.Error, what: str) -> DatabaseError:
-        state = str(exc.args[0]) if exc.args else ""
-        text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-        transient = what == "cannot connect" or state.startswith(TRANSIENT_SQLSTATES)
-        return DatabaseError(self.name, f"{what} [{state}]: {redact(text, self._cs)}", transient)
+    def _error(self, exc: BaseException, what: str) -> DatabaseError:
+        if isinstance(exc, DatabaseError):
+            return exc
+        message, transient = describe_error(exc, self._odbc, what)
+        return DatabaseError(self.name, message, transient)
+
+    async def _call(self, what: str, fn: Callable[[Any, Dialect], T]) -> T:
+        """A short call on the persistent connection; every failure a `DatabaseError`."""
+        session, dialect = self._session()
+        try:
+            return await call(session, lambda conn: fn(conn, dialect))
+        except Exception as exc:
+            raise self._error(exc, what) from None
+
+    async def _job(self, kind: str, backup_id: str, fn: Callable[[Session, Dialect], T]) -> T:
+        """A long job (backup, verification, restore) started once and polled; see `db_session.job`."""
+        self._check_id(backup_id)
+        session, dialect = self._session()
+        try:
+            return await job(session, kind, backup_id, lambda s: fn(s, dialect))
+        except Exception as exc:
+            raise self._error(exc, f"{kind} {backup_id}") from None
+
+    def _path(self, backup_id: str) -> str:
+        return db_backup_mssql.backup_path(self._backup_dir, self.name, backup_id)
+
+    @staticmethod
+    def _on_connection(session: Session, fn: Callable[[Any], T]) -> T:
+        """``fn`` on a connection of its own (a job's), committed, rolled back on failure, closed."""
+        conn = session.open(session.limits.job_statement_seconds)
+        try:
+            result = fn(conn)
+            conn.commit()
+            return result
+        except BaseException:
+            with contextlib.suppress(Exception):  # a broken connection cannot roll back: it is closed below
+                conn.rollback()
+            raise
+        finally:
+            close_quietly(conn)
+
+    # ------------------------------------------------------------ what the operator polls
+    async def snapshot(self, backup_ids: list[str]) -> Snapshot:
+        """What the operator looks at every turn, as one state: lock holder, schema version, migration
+        history and the recorded backups among ``backup_ids`` (their `verified` flag as the last
+        verification left it; UpgradeSchema's gate verifies the hop's backup again)."""
+        for bid in backup_ids:
+            self._check_id(bid)
+        return await self._call("reading the schema state", lambda conn, d: read_snapshot(conn, d, backup_ids))
 
     async def schema_version(self) -> str | None:
-        def q(conn: pyodbc.Connection) -> str | None:
-            row = conn.execute("SELECT schema_version FROM uwm_schema_info WHERE id = 1").fetchone()
-            return None if row is None else str(row[0])
-
-        return await self._run(q)
+        return (await self.snapshot([])).schema_version
 
     async def lock_holder(self) -> str | None:
-        def q(conn: pyodbc.Connection) -> str | None:
-            row = conn.execute("SELECT holder FROM uwm_schema_lock WHERE id = 1").fetchone()
-            return None if row is None or row[0] is None else str(row[0])
-
-        return await self._run(q)
-
-    def _tables(self, conn: pyodbc.Connection) -> list[str]:
-        names = [str(r[0]) for r in conn.execute(self.dialect.list_uwm_tables()).fetchall()]
-        return [n for n in names if not EXCLUDED_FROM_BACKUP.match(n)]
-
-    def _checksum(self, conn: pyodbc.Connection, tables: list[tuple[str, str]]) -> str:
-        """Checksum over (logical name, content) of each table: the same for a table and its copy."""
-        parts = []
-        for logical, physical in tables:
-            count, digest = conn.execute(self.dialect.table_checksum(physical)).fetchone()
-            parts.append(f"{logical}:{count}:{digest}")
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()
-
-    async def snapshot(self, backup_ids: list[str]) -> Snapshot:
-        """What the operator looks at every turn, in one connection: schema version, lock holder and the
-        recorded backups among ``backup_ids``. Backups are not re-verified here (a RESTORE VERIFYONLY of
-        a large database every poll would be ruinous): taking and restoring one verify it."""
-        for bid in backup_ids:
-            _check_id(bid)
-
-        def q(conn: pyodbc.Connection) -> Snapshot:
-            row = conn.execute("SELECT schema_version FROM uwm_schema_info WHERE id = 1").fetchone()
-            lock = conn.execute("SELECT holder FROM uwm_schema_lock WHERE id = 1").fetchone()
-            backups: list[BackupInfo] = []
-            if backup_ids and "uwm_backups" in self._all_tables(conn):
-                marks = ", ".join("?" for _ in backup_ids)
-                for b in conn.execute(f"SELECT id, taken_at, schema_version, checksum, verified FROM uwm_backups "
-                                      f"WHERE id IN ({marks}) ORDER BY id", *backup_ids).fetchall():
-                    backups.append(BackupInfo(str(b[0]), _utc(b[1]), b[2], str(b[3]), bool(b[4])))
-            return Snapshot(None if row is None else str(row[0]),
-                            None if lock is None or lock[0] is None else str(lock[0]), tuple(backups))
-
-        return await self._run(q)
-
-    async def find_backup(self, backup_id: str) -> BackupInfo | None:
-        """The backup ``backup_id`` if it exists, re-verified now."""
-        _check_id(backup_id)
-
-        def q(conn: pyodbc.Connection) -> BackupInfo | None:
-            conn.execute(self.dialect.create_backups_table())
-            row = conn.execute("SELECT id, taken_at, schema_version, checksum, tables FROM uwm_backups WHERE id = ?",
-                               backup_id).fetchone()
-            if row is None:
-                return None
-            return BackupInfo(str(row[0]), _utc(row[1]), row[2], str(row[3]), self._verify_row(conn, backup_id, row))
-
-        return await self._run(q)
-
-    def _verify_row(self, conn: pyodbc.Connection, backup_id: str, row: Any) -> bool:
-        if self.dialect.name is DialectName.MSSQL:
-            try:
-                conn.execute(self.dialect.verify_backup(self._backup_path(backup_id)))
-            except pyodbc.Error:
-                return False
-            return True
-        tables = json.loads(row[4] or "[]")
-        present = set(self._all_tables(conn))
-        pairs = [(t, backup_table(backup_id, t)) for t in tables]
-        if any(b not in present for _, b in pairs):
-            return False
-        return self._checksum(conn, pairs) == str(row[3])
-
-    def _all_tables(self, conn: pyodbc.Connection) -> list[str]:
-        return [str(r[0]) for r in conn.execute(self.dialect.list_uwm_tables()).fetchall()]
-
-    def _backup_path(self, backup_id: str) -> str:
-        return f"{self._backup_dir.rstrip('/')}/{self.name}-{backup_id}.bak"
-
-    async def backup(self, backup_id: str) -> BackupInfo:
-        """Take backup ``backup_id`` and verify it; a usable existing one is returned as it is."""
-        existing = await self.find_backup(backup_id)
-        if existing is not None and existing.verified:
-            return existing
-        if self.dialect.name is DialectName.MSSQL:
-            await self._backup_mssql(backup_id)
-        else:
-            await self._run(lambda conn: self._backup_copy(conn, backup_id))
-        taken = await self.find_backup(backup_id)
-        if taken is None or not taken.verified:
-            raise DatabaseError(self.name, f"backup {backup_id} did not verify", transient=False)
-        return taken
-
-    def _backup_copy(self, conn: pyodbc.Connection, backup_id: str) -> None:
-        present = set(self._all_tables(conn))
-        tables = self._tables(conn)
-        conn.execute("DELETE FROM uwm_backups WHERE id = ?", backup_id)
-        for t in tables:
-            target = backup_table(backup_id, t)
-            if target in present:
-                conn.execute(self.dialect.drop_table_if_exists(target))
-            for stmt in self.dialect.copy_table(t, target):
-                conn.execute(stmt)
-        checksum = self._checksum(conn, [(t, t) for t in tables])
-        version = conn.execute("SELECT schema_version FROM uwm_schema_info WHERE id = 1").fetchone()
-        conn.execute(f"INSERT INTO uwm_backups (id, taken_at, schema_version, checksum, verified, tables) "
-                     f"VALUES (?, {self.dialect.now()}, ?, ?, ?, ?)",
-                     backup_id, None if version is None else version[0], checksum, True, json.dumps(tables))
-
-    async def _backup_mssql(self, backup_id: str) -> None:
-        db = _database_of(self._cs)
-        path = self._backup_path(backup_id)
-        await self._run(lambda conn: _exec_all(conn, [self.dialect.backup_database(db, path)]), autocommit=True)
-
-        def record(conn: pyodbc.Connection) -> None:
-            version = conn.execute("SELECT schema_version FROM uwm_schema_info WHERE id = 1").fetchone()
-            conn.execute("DELETE FROM uwm_backups WHERE id = ?", backup_id)
-            conn.execute(f"INSERT INTO uwm_backups (id, taken_at, schema_version, checksum, verified, tables) "
-                         f"VALUES (?, {self.dialect.now()}, ?, ?, ?, ?)",
-                         backup_id, None if version is None else version[0], path, True, "[]")
-
-        await self._run(record)
-
-    async def restore(self, backup_id: str) -> None:
-        """Put the database back exactly as backup ``backup_id`` recorded it (refused if it does not verify)."""
-        found = await self.find_backup(backup_id)
-        if found is None or not found.verified:
-            raise DatabaseError(self.name, f"backup {backup_id} is missing or does not verify; not restoring",
-                                transient=False)
-        if self.dialect.name is DialectName.MSSQL:
-            db = _database_of(self._cs)
-            master = re.sub(r"(?i)DATABASE=[^;]*", "DATABASE=master", self._cs)
-            other = Database(self.name, master, self._backup_dir)
-            stmts = self.dialect.restore_database(db, self._backup_path(backup_id))
-            await other._run(lambda conn: _exec_all(conn, stmts), autocommit=True)
-            return
-        await self._run(lambda conn: self._restore_copy(conn, backup_id))
-
-    def _restore_copy(self, conn: pyodbc.Connection, backup_id: str) -> None:
-        row = conn.execute("SELECT tables FROM uwm_backups WHERE id = ?", backup_id).fetchone()
-        tables = json.loads(row[0] or "[]")
-        for t in self._tables(conn):
-            if t not in tables:  # created by the upgrade that is being undone
-                conn.execute(self.dialect.drop_table_if_exists(t))
-        present = set(self._all_tables(conn))
-        for t in tables:
-            source = backup_table(backup_id, t)
-            if t in present and self._columns(conn, t) == self._columns(conn, source):
-                conn.execute(f"DELETE FROM {ident(t)}")  # keep the table itself: its defaults and sequences
-                conn.execute(f"INSERT INTO {ident(t)} SELECT * FROM {source}")
-                continue
-            conn.execute(self.dialect.drop_table_if_exists(t))  # the upgrade changed its shape
-            for stmt in self.dialect.copy_table(source, ident(t)):
-                conn.execute(stmt)
-
-    def _columns(self, conn: pyodbc.Connection, table: str) -> list[tuple[str, str]]:
-        rows = conn.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
-                            "ORDER BY ordinal_position", table).fetchall()
-        return [(str(r[0]), str(r[1])) for r in rows]
+        return (await self.snapshot([])).lock_holder
 
     async def table_checksum(self, table: str) -> str:
         """(count:checksum) of one table, for tests that check user data survived."""
-        def q(conn: pyodbc.Connection) -> str:
-            count, digest = conn.execute(self.dialect.table_checksum(table)).fetchone()
-            return f"{count}:{digest}"
+        def q(conn: Any, d: Dialect) -> str:
+            count, digest = conn.execute(d.table_checksum(table)).fetchone()
+            return f"{count}:{text_value(digest, f'the checksum of {table}')}"
 
-        return await self._run(q)
+        return await self._call(f"checksumming {table}", q)
 
+    # ------------------------------------------------------------ backups
+    def _verify_now(self, session: Session, d: Dialect, backup_id: str) -> BackupInfo | None:
+        if d.name is DialectName.MSSQL:
+            return db_backup_mssql.verify(session, d, self._path(backup_id), backup_id)
+        return self._on_connection(session, lambda conn: db_backup_pg.verify(conn, d, backup_id))
 
-def _exec_all(conn: pyodbc.Connection, statements: list[str]) -> None:
-    for stmt in statements:
-        cur = conn.execute(stmt)
-        while cur.nextset():  # BACKUP/RESTORE report progress as extra result sets
-            pass
+    async def verify_backup(self, backup_id: str) -> BackupInfo | None:
+        """Backup ``backup_id`` verified now (RESTORE VERIFYONLY, or its copies' checksum), its record
+        set to what was found; None when there is none. The gate before a schema upgrade."""
+        return await self._job("verification", backup_id, lambda s, d: self._verify_now(s, d, backup_id))
 
+    async def find_backup(self, backup_id: str) -> BackupInfo | None:
+        """The backup ``backup_id`` if it exists, re-verified now."""
+        return await self.verify_backup(backup_id)
 
-def _check_id(backup_id: str) -> None:
-    if not BACKUP_ID.match(backup_id):
-        raise ValueError(f"invalid backup id {backup_id!r}: lower-case letters, digits and '-', at most 41")
+    def _take(self, session: Session, d: Dialect, backup_id: str) -> BackupInfo:
+        existing = self._verify_now(session, d, backup_id)
+        if existing is not None and existing.verified:
+            return existing
+        if d.name is DialectName.MSSQL:
+            taken = db_backup_mssql.take(session, d, self._path(backup_id), backup_id)
+        else:
+            self._on_connection(session, lambda conn: db_backup_pg.take(conn, d, backup_id))
+            taken = self._verify_now(session, d, backup_id)
+        if taken is None or not taken.verified:
+            raise RefusalError(f"backup {backup_id} did not verify")
+        return taken
 
+    async def backup(self, backup_id: str) -> BackupInfo:
+        """Take backup ``backup_id`` and verify it; a usable existing one is returned as it is."""
+        return await self._job("backup", backup_id, lambda s, d: self._take(s, d, backup_id))
 
-def _database_of(connection_string: str) -> str:
-    m = re.search(r"(?i)(?:^|;)\s*DATABASE\s*=\s*\{?([^;}]*)", connection_string)
-    if not m:
-        raise ValueError("the connection string names no DATABASE")
-    return m.group(1).strip()
+    def _restore(self, session: Session, d: Dialect, backup_id: str) -> BackupInfo:
+        if d.name is DialectName.MSSQL:
+            return db_backup_mssql.restore(session, d, self._path(backup_id), backup_id)
+        return self._on_connection(session, lambda conn: db_backup_pg.restore(conn, d, backup_id))
+
+    async def restore(self, backup_id: str) -> None:
+        """Put the database back exactly as backup ``backup_id`` recorded it: refused unless the backup
+        verifies; checked afterwards (schema version as recorded, and on PostgreSQL the content too)."""
+        await self._job("restore", backup_id, lambda s, d: self._restore(s, d, backup_id))
+
+    def _check_id(self, backup_id: str) -> None:
+        if not isinstance(backup_id, str) or not BACKUP_ID.match(backup_id):
+            raise DatabaseError(self.name, "invalid backup id: lower-case letters, digits and '-', at most 41",
+                                transient=False)

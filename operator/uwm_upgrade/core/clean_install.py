@@ -10,9 +10,14 @@ For a replaced database, in one hop:
 2. the database first, as in place: backed up, then upgraded through the Configuration Portal of the
    first new server while every other server of the database (the old ones included) is locked out;
    then every new server's status page until it confirms, and the new server brought online;
-3. the clients moved: the Deployment Agent redeployed with the new Management Server URL; for
-   Personalization either a new Environment Manager policy with the new URLs, or (recommended for staged
-   upgrades) the virtual host's DNS record pointed at the new server;
+3. the clients moved: the Deployment Agent redeployed with the new Management Server URL (with a new
+   license, when the replacement names one); for Personalization either a new Environment Manager policy
+   with the new URLs, or (recommended for staged upgrades) the virtual host's DNS record pointed at the
+   new server; or, for either kind (cut-over DefaultWebsite, the guide's "remove the host header and make
+   it the default website"), the new server's website, installed beside the old one on the host clients
+   reach with a host header of its own, takes over that host's default website in one change (a host has
+   one default website), so clients keep the URL they use; the Deployment Agent is then redeployed only
+   to carry a new license;
 4. only then the old servers leave: out of the Failover Server List, then offline. Until that moment
    they keep serving whichever client still points at them, so no client ever points at no server.
 
@@ -20,121 +25,88 @@ Replication is disabled on the old servers before anything (as in place) and, at
 was before the plan on the new servers that replace them.
 
 Every handler follows `steps.py`'s order (done? failed? too slow? else act), so a crash at any instant
-resumes where it left off. The client rules are in `client_rules.py`; the guide's rule about a
-Personalization Server in the root of the default website (`in_place_forbidden`) applies to both
-strategies.
+resumes where it left off; which handler runs which step, and for how long, is the strategy's table in
+`strategies.py`. The guide's rules for the client configuration, and its rule about a
+Personalization Server in the root of the default website (`in_place_forbidden`, both strategies), are in
+`guide.py`; the model of where clients point is `pointers.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from .actions import Action, Fail, RestoreReplication, Wait
-from .client_actions import (
+from .actions import (
+    Action,
     AddFailoverServer,
     AddVirtualHost,
     BringOnline,
     DeployPolicy,
+    Fail,
+    MakeDefaultWebsite,
     RedeployDeploymentAgent,
     RemoveFailoverServer,
     SwitchDnsRecord,
     TakeOffline,
+    Wait,
 )
-from .client_rules import cut_off
 from .context import Context, Limits
-from .enums import CutoverMethod, Reason, ReplicationRole, ReplicationState, ServerKind, StepName, Strategy
+from .enums import CutoverMethod, Reason, ServerKind, StepName
+from .guide import root_apps_of_default_website
 from .models import Replacement, StepStatus, UpgradePlanSpec
-from .observations import ClientsObservation, Observations, Where, norm_url
-from .planning import Hop, _skips, _step, first_servers
-from .steps import install
-
-# ---------------------------------------------------------------- the guide's rule on the website root
-
-
-def in_place_forbidden(spec: UpgradePlanSpec, seen: Observations) -> str | None:
-    """Personalization Servers the plan would upgrade in place, though they sit in the root of the default
-    website with another application there; and new ones that would be installed there."""
-    replaced = {r.old.name for r in spec.replacements()}
-    found = []
-    for server in spec.servers():
-        obs = seen.servers.get(server.name)
-        if server.kind is ServerKind.PERSONALIZATION and server.name not in replaced and obs is not None \
-                and obs.default_website and obs.other_apps_in_root:
-            found.append(f"{server.name} is installed in the root of the default website, which"
-                         f" {', '.join(obs.other_apps_in_root)} also uses: the guide forbids upgrading it in place"
-                         " (Personalization Server needs the root of its website and would overwrite that"
-                         " application); upgrade the Management Servers in place and clean-install it instead"
-                         " (spec.strategy CleanInstall with a replacement for it, installed into its own"
-                         " Personalization website)")
-    for r in spec.replacements():
-        obs = seen.servers.get(r.new.name)
-        if r.new.kind is ServerKind.PERSONALIZATION and obs is not None and obs.default_website \
-                and obs.other_apps_in_root:
-            found.append(f"{r.new.name}, the new server replacing {r.old.name}, is in the root of the default"
-                         f" website, which {', '.join(obs.other_apps_in_root)} also uses: installing Personalization"
-                         " Server there would overwrite it; provision it in its own Personalization website")
-    return "; ".join(found) or None
-
+from .observations import ClientsObservation, Observations, Where, host_of, norm_url
+from .planning import Hop, backup_step, database_first, first_servers, new_step, remaining_servers
+from .pointers import cut_off
 
 # ---------------------------------------------------------------- plan
 
 
-def plan_steps(spec: UpgradePlanSpec, path: Sequence[Hop]) -> tuple[StepStatus, ...]:
-    """Every step of a CleanInstall plan (one hop: the preflight refuses more) in the order it runs.
+def hop_steps(spec: UpgradePlanSpec, n: int, leaders: Mapping[str, str]) -> list[StepStatus]:
+    """The steps of a CleanInstall hop (one hop: the preflight refuses more), between replication off and
+    back, in the order they run.
 
     Each replaced database is finished before the next begins: upgraded, its new servers confirmed and
     online, its clients moved, its old servers retired. A failure in a later database leaves the earlier
-    ones wholly on their new servers and the later ones wholly on their old ones.
+    ones wholly on their new servers and the later ones wholly on their old ones. A database whose
+    servers are not replaced is upgraded in place, as strategy InPlace does (from its `leaders`).
     """
-    no_replication, no_rotation = _skips(spec)
-    no_backup = None if spec.backup.enabled else "spec.backup.enabled is false"
     reps = spec.replacements()
+    firsts = first_servers(spec, leaders)
     replaced = {r.old.database for r in reps}
-    firsts = first_servers(spec)
-    steps = [_step(StepName.PREFLIGHT, 0), _step(StepName.PLAN, 0), _step(StepName.RECORD_BASELINE, 0)]
-    for hop in path:
-        n = hop.number
-        steps.append(_step(StepName.DISABLE_REPLICATION, n, skip=no_replication))
-        steps.append(_step(StepName.TAKE_OUT_OF_ROTATION, n, skip=no_rotation))
-        # before anything comes online: the new URLs in the Failover Server List, the virtual hosts
-        steps += [_step(StepName.ADD_FAILOVER_SERVER, n, server=r.new.name) for r in reps
-                  if r.method is CutoverMethod.FAILOVER_LIST_AND_AGENT]
-        steps += [_step(StepName.ADD_VIRTUAL_HOST, n, server=r.new.name) for r in reps
-                  if r.method is CutoverMethod.VIRTUAL_HOST_DNS]
-        for db in spec.databases:
-            steps.append(_step(StepName.BACKUP_DATABASE, n, database=db.name, skip=no_backup))
-            if db.name not in replaced:
-                first = firsts[db.name]
-                steps.append(_step(StepName.INSTALL_FIRST_SERVER, n, server=first, database=db.name))
-                steps.append(_step(StepName.UPGRADE_SCHEMA, n, server=first, database=db.name))
-                steps.append(_step(StepName.VERIFY_SCHEMA, n, database=db.name))
-                steps.append(_step(StepName.HEALTH_CHECK, n, server=first))
-                continue
-            mine = [r for r in reps if r.old.database == db.name]
-            steps += [_step(StepName.INSTALL_REPLACEMENT, n, server=r.new.name, database=db.name) for r in mine]
-            steps.append(_step(StepName.UPGRADE_SCHEMA, n, server=mine[0].new.name, database=db.name))
-            steps.append(_step(StepName.VERIFY_SCHEMA, n, database=db.name))
-            for r in mine:
-                steps.append(_step(StepName.HEALTH_CHECK, n, server=r.new.name))
-                steps.append(_step(StepName.BRING_ONLINE, n, server=r.new.name))
-            method = mine[0].method
-            if method is CutoverMethod.FAILOVER_LIST_AND_AGENT:
-                steps.append(_step(StepName.REDEPLOY_DEPLOYMENT_AGENT, n, database=db.name))
-            elif method is CutoverMethod.POLICY:
-                steps.append(_step(StepName.DEPLOY_POLICY, n, database=db.name))
-            else:
-                steps += [_step(StepName.SWITCH_DNS_RECORD, n, server=r.new.name) for r in mine]
-            steps += [_step(StepName.REMOVE_FAILOVER_SERVER, n, server=r.old.name) for r in mine
-                      if method is CutoverMethod.FAILOVER_LIST_AND_AGENT]
-            steps += [_step(StepName.TAKE_OFFLINE, n, server=r.old.name) for r in mine]
-        for server in spec.servers():
-            if server.database not in replaced and server.name not in firsts.values():
-                steps.append(_step(StepName.INSTALL_SERVER, n, server=server.name))
-                steps.append(_step(StepName.HEALTH_CHECK, n, server=server.name))
-        steps.append(_step(StepName.BRING_INTO_ROTATION, n, skip=no_rotation))
-        steps.append(_step(StepName.RESTORE_REPLICATION, n, skip=no_replication))
-        steps.append(_step(StepName.VERIFY_REPLICATION, n, skip=no_replication))
-    return tuple(steps)
+    # before anything comes online: the new Management Server URLs in the Failover Server List (whichever
+    # way the Deployment Agent then moves), the virtual hosts
+    steps = [new_step(StepName.ADD_FAILOVER_SERVER, n, server=r.new.name) for r in reps
+             if r.new.kind is ServerKind.MANAGEMENT]
+    steps += [new_step(StepName.ADD_VIRTUAL_HOST, n, server=r.new.name) for r in reps
+              if r.method is CutoverMethod.VIRTUAL_HOST_DNS]
+    for db in spec.databases:
+        steps.append(backup_step(spec, n, db.name))
+        if db.name in replaced:
+            steps += _replaced_database(n, db.name, [r for r in reps if r.old.database == db.name])
+        else:
+            steps += database_first(spec, n, db.name, firsts[db.name])
+    return steps + remaining_servers(spec, n, {db.name for db in spec.databases} - replaced, set(firsts.values()))
+
+
+def _replaced_database(n: int, database: str, mine: list[Replacement]) -> list[StepStatus]:
+    steps = [new_step(StepName.INSTALL_REPLACEMENT, n, server=r.new.name, database=database) for r in mine]
+    steps.append(new_step(StepName.UPGRADE_SCHEMA, n, server=mine[0].new.name, database=database))
+    steps.append(new_step(StepName.VERIFY_SCHEMA, n, database=database))
+    for r in mine:
+        steps.append(new_step(StepName.HEALTH_CHECK, n, server=r.new.name))
+        steps.append(new_step(StepName.BRING_ONLINE, n, server=r.new.name))
+    method = mine[0].method
+    if method is CutoverMethod.POLICY:
+        steps.append(new_step(StepName.DEPLOY_POLICY, n, database=database))
+    elif method is CutoverMethod.VIRTUAL_HOST_DNS:
+        steps += [new_step(StepName.SWITCH_DNS_RECORD, n, server=r.new.name) for r in mine]
+    elif method is CutoverMethod.DEFAULT_WEBSITE:
+        steps += [new_step(StepName.MAKE_DEFAULT_WEBSITE, n, server=r.new.name) for r in mine]
+    if method is CutoverMethod.FAILOVER_LIST_AND_AGENT or any(r.license for r in mine):
+        steps.append(new_step(StepName.REDEPLOY_DEPLOYMENT_AGENT, n, database=database))
+    steps += [new_step(StepName.REMOVE_FAILOVER_SERVER, n, server=r.old.name) for r in mine
+              if r.old.kind is ServerKind.MANAGEMENT]
+    steps += [new_step(StepName.TAKE_OFFLINE, n, server=r.old.name) for r in mine]
+    return steps
 
 
 # ---------------------------------------------------------------- preflight
@@ -168,7 +140,7 @@ def _new_server_problems(spec: UpgradePlanSpec, seen: Observations, catalog: Seq
 
 def _client_problems(spec: UpgradePlanSpec, c: ClientsObservation) -> list[str]:
     problems = [f"clients reach no server even before the plan: {p.client}: {p.cut_off}" for p in cut_off(c)]
-    policy_hosts = {u.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower() for u in c.policy}
+    policy_hosts = {host_of(u) for u in c.policy}
     policy_urls = {norm_url(u) for u in c.policy}
     for r in spec.replacements():
         if r.method is CutoverMethod.VIRTUAL_HOST_DNS and r.virtual_host:
@@ -186,6 +158,41 @@ def _client_problems(spec: UpgradePlanSpec, c: ClientsObservation) -> list[str]:
             problems.append(f"the Environment Manager policy does not list {r.old.name} ({r.old.url}), so a new"
                             f" policy cannot move its clients (it lists [{', '.join(c.policy)}]); use"
                             " personalizationCutover VirtualHostDns when clients use a virtual host")
+        if r.license is not None and c.agent is None:
+            problems.append(f"{r.new.name} has a replacement.license, but no Deployment Agent is deployed to carry it")
+    return problems
+
+
+def _default_website_problems(spec: UpgradePlanSpec, seen: Observations, c: ClientsObservation) -> list[str]:
+    """Cut-over DefaultWebsite: clients already use the host, whose default website is the old server's; the
+    new server's website is on that host; and the guide's website-root rule for a Personalization Server."""
+    problems = []
+    for r in spec.replacements():
+        host = r.website_host
+        if r.method is not CutoverMethod.DEFAULT_WEBSITE or host is None:
+            continue
+        field = "managementCutover" if r.old.kind is ServerKind.MANAGEMENT else "personalizationCutover"
+        other = "FailoverListAndAgent" if r.old.kind is ServerKind.MANAGEMENT else "VirtualHostDns or Policy"
+        now = c.default_websites.get(host)
+        if now is None or norm_url(now) != norm_url(r.old.url):
+            problems.append(f"the default website of {host} is {now or 'none'}, not {r.old.name}'s ({r.old.url}):"
+                            f" clients using http://{host} do not reach the server being replaced")
+        if r.old.kind is ServerKind.MANAGEMENT and (c.agent is None or host_of(c.agent) != host):
+            problems.append(f"with spec.{field} DefaultWebsite the Deployment Agent must already use http://{host},"
+                            f" but it uses {c.agent or 'nothing'}: use {field} {other}")
+        if r.old.kind is ServerKind.PERSONALIZATION and host not in {host_of(u) for u in c.policy}:
+            problems.append(f"with spec.{field} DefaultWebsite the Environment Manager policy must already use"
+                            f" http://{host}, but it lists [{', '.join(c.policy)}]: use {field} {other}")
+        on = c.website_hosts.get(norm_url(r.new.url))
+        if on != host:
+            problems.append(f"{r.new.name}'s website is on {on or 'no host clients reach'}, not on {host}: install it"
+                            f" beside {r.old.name} in a website of {host} with a host header of its own")
+        owner, apps = root_apps_of_default_website(spec, seen, host)
+        if r.old.kind is ServerKind.PERSONALIZATION and apps:
+            problems.append(f"the default website of {host} ({owner}'s) has {', '.join(apps)} in its root: the guide"
+                            " says Personalization Server needs the root of its website and would overwrite"
+                            f" {', '.join(apps)}, so {r.new.name} cannot become that default website; use"
+                            f" {field} {other}")
     return problems
 
 
@@ -202,24 +209,22 @@ def preflight(spec: UpgradePlanSpec, seen: Observations, path: Sequence[Hop], ca
     if seen.clients is None:
         return Wait(Reason.OBSERVATION_UNAVAILABLE, limits.poll_seconds,
                     "cannot observe the estate's client configuration (GET /agent/v1/clients)")
+    unread = [f"{r.new.name} ({seen.license_problems.get(r.new.name) or 'not read'})" for r in spec.replacements()
+              if r.license is not None and r.new.name not in seen.licenses]
+    if unread:
+        return Wait(Reason.OBSERVATION_UNAVAILABLE, limits.poll_seconds,
+                    "cannot read the new license of " + ", ".join(unread))
     if len(path) > 1:
         route = " -> ".join([path[0].from_version, *(h.to_version for h in path)])
         return Fail(Reason.PLANNING_FAILED, Where(0, StepName.PLAN),
                     f"spec.strategy CleanInstall moves the estate in one hop (the new servers run the target and each"
                     f" database is upgraded once, at most spec.maxMajorVersionsPerStep releases), but the path is"
                     f" {route}: upgrade in place to {path[0].to_version} first, then clean-install")
-    problems = _new_server_problems(spec, seen, catalog) + _client_problems(spec, seen.clients)
+    problems = _new_server_problems(spec, seen, catalog) + _client_problems(spec, seen.clients) \
+        + _default_website_problems(spec, seen, seen.clients)
     if problems:
         return Fail(Reason.PREFLIGHT_FAILED, where, "; ".join(problems))
     return None
-
-
-def is_clean_install(spec: UpgradePlanSpec) -> bool:
-    return spec.strategy is Strategy.CLEAN_INSTALL
-
-
-# Steps of the in-place path whose CleanInstall handler differs (replication is restored on new servers).
-OWN_STEPS = frozenset({StepName.RESTORE_REPLICATION, StepName.VERIFY_REPLICATION})
 
 
 # ---------------------------------------------------------------- the steps
@@ -267,24 +272,44 @@ def bring_online(ctx: Context, step: StepStatus) -> Action:
     return ctx.overdue(step, f"{r.new.name} still offline") or BringOnline(step.key, r.new.name, r.new.url)
 
 
+def _agent_move(mine: Sequence[Replacement], agent: str) -> tuple[Replacement | None, str]:
+    """The replacement the Deployment Agent moves to, and the URL it is to hold: the new server's URL, or
+    (DefaultWebsite) the host URL it already holds, whose default website becomes the new server."""
+    for r in mine:
+        if r.method is CutoverMethod.DEFAULT_WEBSITE and host_of(agent) == r.website_host:
+            return r, agent
+        if norm_url(agent) in (norm_url(r.new.url), norm_url(r.old.url)):
+            return r, r.new.url
+    return None, agent
+
+
 def redeploy_agent(ctx: Context, step: StepStatus) -> Action:
     c = _clients(ctx, step)
     if not isinstance(c, ClientsObservation):
         return c
-    management = [r for r in ctx.spec.replacements()
-                  if r.method is CutoverMethod.FAILOVER_LIST_AND_AGENT and r.old.database == step.database]
+    mine = [r for r in ctx.spec.replacements() if r.old.kind is ServerKind.MANAGEMENT
+            and r.old.database == step.database]
     if c.agent is None:
         return ctx.complete(step, "no Deployment Agent is deployed", skipped=True)
-    moved = next((r for r in management if norm_url(r.new.url) == norm_url(c.agent)), None)
-    if moved is not None:
-        return ctx.complete(step, f"the Deployment Agent uses {moved.new.name} ({c.agent})"
-                                  f" instead of {moved.old.name} ({moved.old.url})")
-    r = next((r for r in management if norm_url(r.old.url) == norm_url(c.agent)), None)
+    r, url = _agent_move(mine, c.agent)
     if r is None:
         return ctx.complete(step, f"the Deployment Agent uses {c.agent}, no replaced server of {step.database}:"
                                   " left as it is", skipped=True)
-    return ctx.overdue(step, f"the Deployment Agent still uses {c.agent}") or \
-        RedeployDeploymentAgent(step.key, r.new.name, r.new.url, c.agent, r.new.url)
+    license_ = ctx.seen.licenses.get(r.new.name) if r.license is not None else None
+    if r.license is not None and license_ is None:
+        what = f"the license of {r.new.name} was not read: " + (
+            ctx.seen.license_problems.get(r.new.name) or f"Secret {r.license.name}")
+        return ctx.overdue(step, what) or ctx.wait(Reason.OBSERVATION_UNAVAILABLE, what, step)
+    carried = f", with the license of Secret {r.license.name} ({license_})" if r.license is not None else ""
+    if norm_url(c.agent) == norm_url(url) and (license_ is None or c.agent_license == license_):
+        if r.method is CutoverMethod.DEFAULT_WEBSITE:
+            return ctx.complete(step, f"the Deployment Agent was redeployed with {c.agent}, whose default website is"
+                                      f" {r.new.name}'s{carried}")
+        return ctx.complete(step, f"the Deployment Agent uses {r.new.name} ({c.agent}) instead of {r.old.name}"
+                                  f" ({r.old.url}){carried}")
+    return ctx.overdue(step, f"the Deployment Agent still uses {c.agent}" + (
+        f" and license {c.agent_license or 'none'}" if license_ else "")) or \
+        RedeployDeploymentAgent(step.key, r.new.name, r.new.url, c.agent, url, license_)
 
 
 def deploy_policy(ctx: Context, step: StepStatus) -> Action:
@@ -301,17 +326,34 @@ def deploy_policy(ctx: Context, step: StepStatus) -> Action:
         DeployPolicy(step.key, first.new.name, first.new.url, c.policy, wanted)
 
 
-def switch_dns(ctx: Context, step: StepStatus) -> Action:
+def _repoint(ctx: Context, step: StepStatus, host_of_r: Callable[[Replacement], str | None],
+             points: Callable[[ClientsObservation], Mapping[str, str]], done: Callable[[Replacement, str], str],
+             pending: str, effect: Callable[[Replacement, str, str | None], Action]) -> Action:
+    """A host name clients use, pointed at the new server (`points`: host -> the server URL it reaches)."""
     c = _clients(ctx, step)
     if not isinstance(c, ClientsObservation):
         return c
     r = _replacing(ctx, step.server or "")
-    host = r.virtual_host or ""
-    now = c.dns.get(host)
+    host = host_of_r(r) or ""
+    now = points(c).get(host)
     if now is not None and norm_url(now) == norm_url(r.new.url):
-        return ctx.complete(step, f"DNS {host} -> {r.new.url}: the clients of {r.old.name} reach {r.new.name}")
-    return ctx.overdue(step, f"DNS {host} still points at {now}") or \
-        SwitchDnsRecord(step.key, r.new.name, r.new.url, host, now, r.new.url)
+        return ctx.complete(step, done(r, host))
+    return ctx.overdue(step, pending.format(host=host, now=now)) or effect(r, host, now)
+
+
+def switch_dns(ctx: Context, step: StepStatus) -> Action:
+    return _repoint(ctx, step, lambda r: r.virtual_host, lambda c: c.dns,
+                    lambda r, host: f"DNS {host} -> {r.new.url}: the clients of {r.old.name} reach {r.new.name}",
+                    "DNS {host} still points at {now}",
+                    lambda r, host, now: SwitchDnsRecord(step.key, r.new.name, r.new.url, host, now, r.new.url))
+
+
+def make_default_website(ctx: Context, step: StepStatus) -> Action:
+    return _repoint(ctx, step, lambda r: r.website_host, lambda c: c.default_websites,
+                    lambda r, host: f"{r.new.name}'s website is the default website of {host}: clients using"
+                                    f" http://{host} reach it",
+                    "the default website of {host} is still {now}",
+                    lambda r, host, now: MakeDefaultWebsite(step.key, r.new.name, r.new.url, host, now, r.new.url))
 
 
 def remove_failover(ctx: Context, step: StepStatus) -> Action:
@@ -330,64 +372,3 @@ def take_offline(ctx: Context, step: StepStatus) -> Action:
     if not ctx.server(r.old.name).online:
         return ctx.complete(step, f"{r.old.name} is offline, replaced by {r.new.name} ({r.new.url})")
     return ctx.overdue(step, f"{r.old.name} still online") or TakeOffline(step.key, r.old.name, r.old.url)
-
-
-def _replicating(ctx: Context) -> tuple[tuple[str, ReplicationRole], ...]:
-    """The servers replication is restored on (Master first): those that had it before the plan, or the
-    new servers that replace them."""
-    new = {r.old.name: r.new.name for r in ctx.spec.replacements()}
-    found = []
-    for server in ctx.replicating():
-        recorded = ctx.status.server(server.name)
-        if recorded is not None and recorded.replication_before is ReplicationState.ENABLED:
-            found.append((new.get(server.name, server.name), server.role))
-    return tuple(found)
-
-
-def restore_replication(ctx: Context, step: StepStatus) -> Action:
-    wanted = [name for name, _ in _replicating(ctx)]
-    if not wanted:
-        return ctx.complete(step, "replication was not enabled before the plan", skipped=True)
-    off = tuple(n for n in wanted if not ctx.server(n).replication_enabled)
-    if not off:
-        return ctx.complete(step, f"replication enabled as before the plan, on {', '.join(wanted)}")
-    return ctx.overdue(step, f"replication still off on {', '.join(off)}") or RestoreReplication(step.key, off)
-
-
-def replication_caught_up(ctx: Context, step: StepStatus) -> Action:
-    subscribers = [n for n, role in _replicating(ctx) if role is ReplicationRole.SUBSCRIBER]
-    if not subscribers:
-        return ctx.complete(step, "no subscriber replicates", skipped=True)
-    behind = [n for n in subscribers if not ctx.server(n).caught_up]
-    if not behind:
-        return ctx.complete(step, f"subscribers caught up: {', '.join(subscribers)}")
-    return ctx.overdue(step, f"{', '.join(behind)} not caught up") or \
-        ctx.wait(Reason.CATCHING_UP, f"waiting for {', '.join(behind)} to catch up", step)
-
-
-def dispatch(ctx: Context, step: StepStatus) -> Action:
-    match step.name:
-        case StepName.RESTORE_REPLICATION:
-            return restore_replication(ctx, step)
-        case StepName.VERIFY_REPLICATION:
-            return replication_caught_up(ctx, step)
-        case StepName.ADD_FAILOVER_SERVER:
-            return add_failover(ctx, step)
-        case StepName.ADD_VIRTUAL_HOST:
-            return add_virtual_host(ctx, step)
-        case StepName.INSTALL_REPLACEMENT:
-            return install(ctx, step, ctx.hop.to_version)
-        case StepName.BRING_ONLINE:
-            return bring_online(ctx, step)
-        case StepName.REDEPLOY_DEPLOYMENT_AGENT:
-            return redeploy_agent(ctx, step)
-        case StepName.DEPLOY_POLICY:
-            return deploy_policy(ctx, step)
-        case StepName.SWITCH_DNS_RECORD:
-            return switch_dns(ctx, step)
-        case StepName.REMOVE_FAILOVER_SERVER:
-            return remove_failover(ctx, step)
-        case StepName.TAKE_OFFLINE:
-            return take_offline(ctx, step)
-        case _:
-            return Fail(Reason.STEP_FAILED, ctx.where(step), f"{step.key} is not a CleanInstall step")

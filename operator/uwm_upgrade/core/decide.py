@@ -13,18 +13,22 @@ The order of judgement, each gate returning early:
    again from what is observed; a plan that differs from the recorded one (new spec, changed estate) is
    recorded anew (and needs approval anew); then `Pause`, `AwaitApproval`, `RecordBaseline`.
 3. started: the spec must still describe the recorded plan; the current hop's steps (or its rollback's)
-   are walked in order and the first unfinished one decides (`steps.py`); a hop done advances the hop,
+   are walked in order and the first unfinished one decides, through its row in the strategy's table
+   (`strategies.py`; the handlers are in `steps.py` and `clean_install.py`); a hop done advances the hop,
    the last one ends in `Succeed` after checking every server and schema is at the target.
 4. every effect is checked against the guide's rules (`guide.py`) before it is returned.
 5. `spec.paused`: at the next safe point (nothing installing or migrating, no restore under way) the
    answer becomes `Pause`; until then only what completes the operation in flight is allowed.
+6. `spec.maintenanceWindow` holds back the start of the run and of each hop, `spec.abort` stops the plan
+   at the next safe point (`control.py`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
-from . import clean_install
 from .actions import (
     Action,
     AdvanceHop,
@@ -33,9 +37,12 @@ from .actions import (
     Block,
     CompleteStep,
     ComputePlan,
+    Effect,
     Fail,
+    Final,
     FinishRollback,
     Idle,
+    InstallServer,
     Pause,
     RecordBackup,
     RecordBaseline,
@@ -45,9 +52,9 @@ from .actions import (
     Wait,
     describe,
 )
-from .context import DEFAULT_LIMITS, Context, Limits, describe_estate, hop_of
+from .context import BOUNDED_INSTALLS, DEFAULT_LIMITS, Context, Limits, describe_estate, hop_of
+from .control import abort_at_safe_point, hold_for_window
 from .enums import (
-    CLEAN_INSTALL_STEPS,
     DONE_STATES,
     TERMINAL_PHASES,
     MigrationStatus,
@@ -57,56 +64,74 @@ from .enums import (
     ServerPhase,
     StepName,
     StepState,
-    Strategy,
 )
-from .guide import violations
-from .models import StepKey, StepStatus, UpgradePlanSpec, UpgradePlanStatus
+from .guide import in_place_forbidden, violations
+from .hop_summary import MAX_PLANNED_STEPS, first_servers_of_hop_1
+from .models import StepStatus, UpgradePlanSpec, UpgradePlanStatus
 from .observations import Observations, Where
-from .planning import PlanningError, catalog_of, lowest_version, plan_hash, plan_path, plan_steps
-from .steps import (
-    backup,
-    health,
-    install,
-    replication_caught_up,
-    replication_off,
-    replication_on,
-    restore,
-    rotation_in,
-    rotation_out,
-    schema,
-    server_group,
-    verify_schema,
+from .planning import (
+    Hop,
+    PlanningError,
+    catalog_of,
+    first_servers,
+    leading_servers,
+    lowest_version,
+    plan_hash,
+    plan_path,
 )
+from .safety import (
+    Deviations,
+    baseline_deviations,
+    failed_migrations,
+    identity_problems,
+    partial_histories,
+    recorded_deviations,
+)
+from .strategies import strategy_for
 
 __all__ = ["DEFAULT_LIMITS", "Limits", "decide"]
 
-BASELINE = StepKey(StepName.RECORD_BASELINE, 0)
-GROUPS = {  # install step -> its health-check step, for servers upgraded in bounded-concurrency batches
-    StepName.INSTALL_SERVER: StepName.HEALTH_CHECK,
-    StepName.REINSTALL_PREVIOUS: StepName.ROLLBACK_HEALTH_CHECK,
-}
-
 
 def decide(spec: UpgradePlanSpec, status: UpgradePlanStatus, observations: Observations, now: datetime, *,
-           approval: str | None = None, limits: Limits = DEFAULT_LIMITS) -> Action:
-    """The next action for this plan. `approval` is the value of the `upgrade.uwm.io/approve` annotation."""
+           approval: str | None = None, limits: Limits = DEFAULT_LIMITS) -> tuple[Action, ...]:
+    """Every action the guide allows this plan now: one gate's answer (a plan, a wait, a failure, the end),
+    or what each lane of the hop that may move asks for (`lanes.py`; at most `maxConcurrentServers`
+    servers in flight). `approval` is the value of the `upgrade.uwm.io/approve` annotation."""
     if status.phase in TERMINAL_PHASES:
-        return Idle(f"the plan is {status.phase}; delete and recreate it to upgrade again")
-    baseline = status.step(BASELINE)
-    if baseline is None or baseline.state not in DONE_STATES:
-        action = _before_start(spec, status, observations, approval, limits)
+        return (Idle(f"the plan is {status.phase}; delete and recreate it to upgrade again"),)
+    if not status.started:
+        actions: tuple[Action, ...] = (_before_start(spec, status, observations, approval, limits),)
     else:
-        action = _run(spec, status, observations, now, limits)
+        actions = _run(spec, status, observations, now, limits)
     if spec.paused:
-        action = _pause_at_safe_point(status, observations, action, limits)
-    return action
+        actions = _pause_at_safe_point(status, observations, actions, limits)
+    actions = _steered(actions, lambda a: hold_for_window(spec, status, observations, now, a, limits))
+    if spec.abort is not None:
+        busy = _in_flight(status, observations)
+        actions = _steered(actions, lambda a: abort_at_safe_point(spec, status, observations, now, a, limits, busy))
+    return actions
+
+
+def _steered(actions: tuple[Action, ...], steer: Callable[[Action], Action]) -> tuple[Action, ...]:
+    """`steer` (the maintenance window, an abort: `control.py`, one action at a time) applied to each
+    action; a final answer it makes (an abort's failure) is the whole answer, once what already finished
+    is recorded (as a pause does)."""
+    steered = tuple(dict.fromkeys(steer(a) for a in actions))
+    made = [a for a in steered if isinstance(a, Final) and a not in actions]
+    if not made:
+        return steered
+    records = tuple(a for a in steered if isinstance(a, CompleteStep | RecordBackup))
+    return records or (made[0],)
 
 
 # ---------------------------------------------------------------- before the first change
 
 
-def _unobserved(spec: UpgradePlanSpec, seen: Observations) -> list[str]:
-    missing = [s.name for s in spec.servers() if s.name not in seen.servers]
+def _unobserved(spec: UpgradePlanSpec, seen: Observations, replacements: bool = False) -> list[str]:
+    """What the spec names but this pass did not observe, each with why (with `replacements`: the new
+    servers of strategy CleanInstall too, which every step of a running plan may look at)."""
+    servers = (*spec.servers(), *spec.replacement_servers()) if replacements else spec.servers()
+    missing = [s.name for s in servers if s.name not in seen.servers]
     missing += [d.name for d in spec.databases if d.name not in seen.databases]
     if not missing:
         return []
@@ -151,7 +176,10 @@ def _preflight(spec: UpgradePlanSpec, seen: Observations, limits: Limits) -> Act
     problems = _topology(spec, seen)
     if problems:
         return Fail(Reason.TOPOLOGY_MISMATCH, where, "; ".join(problems))
-    forbidden = clean_install.in_place_forbidden(spec, seen)
+    strangers = identity_problems(spec, seen)
+    if strangers:
+        return Fail(Reason.IDENTITY_MISMATCH, where, "; ".join(strangers))
+    forbidden = in_place_forbidden(spec, seen)
     if forbidden:
         return Fail(Reason.IN_PLACE_FORBIDDEN, where, forbidden)
     failed = [f"{n} ({o.install.error or 'Failed'})" for n, o in sorted(seen.servers.items())
@@ -159,26 +187,44 @@ def _preflight(spec: UpgradePlanSpec, seen: Observations, limits: Limits) -> Act
     if failed:
         return Fail(Reason.PREFLIGHT_FAILED, where, "servers report Failed: " + ", ".join(failed)
                     + f". {describe_estate(spec, seen)}")
+    catalog = catalog_of(spec)
+    damaged = failed_migrations(spec, seen) + partial_histories(spec, seen, catalog)
+    if damaged:
+        return Fail(Reason.PREFLIGHT_FAILED, where, "; ".join(damaged) + f". {describe_estate(spec, seen)}")
     busy = _busy(seen)
     if busy:
         return Wait(Reason.ESTATE_BUSY, limits.poll_seconds, f"waiting before planning: {busy}")
     versions = {f"server {s.name}": seen.servers[s.name].version for s in spec.servers()}
     versions |= {f"database {d.name}": seen.databases[d.name].schema_version for d in spec.databases}
     try:
-        catalog = catalog_of(spec)
         path = plan_path(catalog, versions, spec.target_version, spec.max_major_versions_per_step)
     except PlanningError as exc:
         return Fail(exc.reason, Where(0, StepName.PLAN), exc.message)
-    steps = plan_steps(spec, path)
-    if spec.strategy is Strategy.CLEAN_INSTALL:
-        refused = clean_install.preflight(spec, seen, path, catalog, limits)
-        if refused is not None:
-            return refused
-        steps = clean_install.plan_steps(spec, path)
+    strategy = strategy_for(spec)
+    refused = strategy.preflight(spec, seen, path, catalog, limits)
+    if refused is not None:
+        return refused
+    replaced = {r.old.database for r in spec.replacements()}
+    leaders = {db: name for db, name in leading_servers(
+        spec, {n: o.version for n, o in seen.servers.items()},
+        {n: d.schema_version for n, d in seen.databases.items()}, catalog).items() if db not in replaced}
+    steps = strategy.plan_steps(spec, path, leaders)
+    if len(steps) > MAX_PLANNED_STEPS:
+        return Fail(Reason.PLAN_TOO_LARGE, Where(0, StepName.PLAN), (
+            f"{len(steps)} steps ({len(path)} hop(s) of {len(spec.servers())} servers and {len(spec.databases)}"
+            f" database(s)): more than the {MAX_PLANNED_STEPS} a plan's status may hold within the API server's"
+            " object size; upgrade fewer servers per plan, or fewer releases at a time (a nearer targetVersion)"))
     current = lowest_version(catalog, [o.version for o in seen.servers.values()])
     route = " -> ".join([path[0].from_version, *(h.to_version for h in path)]) if path else ""
     message = f"path {route} ({len(path)} hop(s))" if path else f"already at {spec.target_version}"
-    return ComputePlan(path, plan_hash(spec, path), steps, spec.target_version, current, message)
+    default = first_servers(spec)
+    message += "".join(f"; {name} upgrades {db} first (it already runs a release ahead of the schema)"
+                       for db, name in leaders.items() if default[db] != name)
+    found = baseline_deviations(spec, seen) if path else Deviations()
+    if found:
+        message += f"; found before the plan, and left so: {found.describe()}"
+    digest = plan_hash(spec, path, seen.database_targets, leaders, (found.describe(),) if found else ())
+    return ComputePlan(path, digest, steps, spec.target_version, current, message)
 
 
 def _before_start(spec: UpgradePlanSpec, status: UpgradePlanStatus, seen: Observations, approval: str | None,
@@ -194,7 +240,15 @@ def _before_start(spec: UpgradePlanSpec, status: UpgradePlanStatus, seen: Observ
         return Succeed(f"nothing to do: every server and schema already runs {spec.target_version}")
     if spec.paused:
         return Pause("paused before the first change (spec.paused)", limits.idle_seconds)
-    if spec.approval.required and (approval or "").strip() != status.plan_hash:
+    approved = (approval or "").strip() == status.plan_hash
+    unaccepted = baseline_deviations(spec, seen).unaccepted(spec)
+    if unaccepted and not approved:  # maybe left so by a plan that halted: never taken as the new normal silently
+        return AwaitApproval(status.plan_hash, (
+            f"{unaccepted.describe()} before the plan: it would leave them so (its baseline). Put them back"
+            f" first, or accept it: approve with the annotation upgrade.uwm.io/approve={status.plan_hash}, or set"
+            " spec.baseline.acceptOutOfRotation / spec.baseline.acceptReplicationOff"), limits.idle_seconds,
+            Reason.BASELINE_NOT_ACCEPTED)
+    if spec.approval.required and not approved:
         return AwaitApproval(status.plan_hash, f"approve with the annotation upgrade.uwm.io/approve={status.plan_hash}",
                              limits.idle_seconds)
     replication = []
@@ -213,28 +267,61 @@ def _before_start(spec: UpgradePlanSpec, status: UpgradePlanStatus, seen: Observ
 
 
 def _run(spec: UpgradePlanSpec, status: UpgradePlanStatus, seen: Observations, now: datetime,
-         limits: Limits) -> Action:
+         limits: Limits) -> tuple[Action, ...]:
+    gate = _gates(spec, status, seen, now, limits)
+    if isinstance(gate, Action):
+        return (gate,)
+    return tuple(_guard(gate, action) for action in _next(gate))
+
+
+def _gates(spec: UpgradePlanSpec, status: UpgradePlanStatus, seen: Observations, now: datetime,
+           limits: Limits) -> Action | Context:
+    """What stops the run before any step is looked at (the spec changed, the estate unobserved or
+    changed by someone else, the first hop not begun yet); else the context the steps are judged in."""
     recorded_path = [hop_of(status, i + 1) for i in range(len(status.path))]
-    if not recorded_path or status.plan_hash != plan_hash(spec, recorded_path) \
-            or recorded_path[-1].to_version != spec.target_version:
+    # The plan's Secrets unread (targets None, the estate unobserved): the hash cannot be judged; the
+    # wait for the observations below says why.
+    unjudged = seen.database_targets is None and bool(_unobserved(spec, seen))
+    if not recorded_path or recorded_path[-1].to_version != spec.target_version or (
+            not unjudged and status.plan_hash != _recorded_hash(spec, status, recorded_path, seen)):
         return Fail(Reason.INVALID_SPEC, Where(status.current_hop or None),
                     "the spec no longer describes the plan being run (it changed after the upgrade started);"
                     " the estate was left as it is: " + describe_estate(spec, seen))
+    if not 0 <= status.current_hop <= len(recorded_path):
+        return Fail(Reason.INVALID_STATUS, Where(), f"the status says hop {status.current_hop} of a plan of"
+                    f" {len(recorded_path)} hop(s): it was not written by this operator; the estate was left as"
+                    f" it is: {describe_estate(spec, seen)}")
     if status.current_hop == 0:
         first = hop_of(status, 1)
         return AdvanceHop(1, first.from_version, first.to_version)
-    ctx = Context(spec, status, seen, now, limits, catalog_of(spec), hop_of(status, status.current_hop))
-    missing = _unobserved(spec, seen)
+    ctx = Context(spec, status, seen, now, limits, catalog_of(spec), hop_of(status, status.current_hop),
+                  strategy_for(spec))
+    missing = _unobserved(spec, seen, replacements=True)
     if missing:
+        what = "cannot observe " + ", ".join(missing)
         for step in ctx.section():
-            overdue = ctx.overdue(step, "cannot observe " + ", ".join(missing))
+            overdue = ctx.overdue(step, what)
             if overdue is not None:
                 return overdue
-        return Wait(Reason.OBSERVATION_UNAVAILABLE, limits.poll_seconds, "cannot observe " + ", ".join(missing))
+        # Waited on by the step that is next: the wait counts against its timeout, never lasts for ever.
+        nxt = next((step for step in ctx.section() if step.state not in DONE_STATES), None)
+        return ctx.wait(Reason.OBSERVATION_UNAVAILABLE, what, *((nxt,) if nxt is not None else ()))
+    strangers = identity_problems(spec, seen)
+    if strangers:
+        return ctx.failure(Reason.IDENTITY_MISMATCH, Where(ctx.hop.number), "; ".join(strangers))
     drift = _drift(ctx)
     if drift:
         return ctx.failure(Reason.ESTATE_CHANGED, Where(ctx.hop.number), drift)
-    return _guard(ctx, _next(ctx))
+    return ctx
+
+
+def _recorded_hash(spec: UpgradePlanSpec, status: UpgradePlanStatus, path: list[Hop], seen: Observations) -> str:
+    """The hash of the plan being run, from the spec and what the status recorded of the estate (the first
+    servers of hop 1, what the baseline found): unequal to `status.planHash` when the spec changed."""
+    replaced = {r.old.database for r in spec.replacements()}
+    leaders = {db: server for db, server in first_servers_of_hop_1(status).items() if db not in replaced}
+    found = recorded_deviations(spec, status)
+    return plan_hash(spec, path, seen.database_targets, leaders, (found.describe(),) if found else ())
 
 
 def _drift(ctx: Context) -> str | None:
@@ -250,66 +337,93 @@ def _drift(ctx: Context) -> str | None:
             + ", ".join(outside) + "; the estate was changed by something other than this plan")
 
 
-def _next(ctx: Context) -> Action:
+def _next(ctx: Context) -> tuple[Action, ...]:
+    """What every step that may run now asks for, through its strategy's table: a failed step fails the
+    hop; a section run in order hands its first unfinished step (or its whole group) to its handler; the
+    lanes of an InPlace hop each hand theirs (`lanes.py`), the bounded group in one call."""
     section = ctx.section()
-    grouped = {s.server for s in section if s.name in GROUPS}
-    for step in section:
-        if step.state in DONE_STATES:
+    failed = next((s for s in section if s.state is StepState.FAILED), None)
+    if failed is not None:
+        why = f"{failed.key} failed: {failed.message or 'no detail'}"
+        return (ctx.failure(Reason.STEP_FAILED, ctx.where(failed), why),)
+    ready, in_lanes = _ready(ctx, section)
+    if not ready:
+        if ctx.status.rolling_back:
+            versions = sorted({o.version for o in ctx.seen.servers.values()})
+            return (FinishRollback(f"hop {ctx.hop.number} ({ctx.hop.from_version} -> {ctx.hop.to_version}) rolled"
+                                   f" back; the servers run {', '.join(versions)}"),)
+        return (_hop_done(ctx),)
+    if in_lanes:
+        ctx = replace(ctx, ready=frozenset(s.key for s in ready))
+    found: list[Action] = []
+    groups: set[StepName] = set()
+    for step in ready:
+        name = ctx.group_install(step) or step.name
+        if name is not step.name:
+            if name in groups:
+                continue  # its group was handed to its handler already
+            groups.add(name)
+        kind = ctx.strategy.table.get(name)
+        if kind is None:
+            return (Fail(Reason.STEP_FAILED, ctx.where(step),
+                         f"{step.key} is not a step strategy {ctx.strategy.name} knows how to run"),)
+        answer = kind.handler(ctx, step)
+        found += answer if isinstance(answer, tuple) else (answer,)
+    ending = next((a for a in found if isinstance(a, Final | BeginRollback)), None)
+    if ending is not None:  # a failure stops every lane: it alone is the answer, once the others landed
+        if in_lanes and isinstance(ending, Fail) and (landing := _landing(ctx, ending)):
+            records = tuple(a for a in found if isinstance(a, CompleteStep | RecordBackup))
+            return (*records, Wait(Reason.HALTING, ctx.limits.poll_seconds,
+                                   f"halting once this is over: {', '.join(landing)}. Then: {ending.message}"))
+        return (ending,)
+    return _bounded(ctx, tuple(dict.fromkeys(found)))
+
+
+def _landing(ctx: Context, ending: Fail) -> list[str]:
+    """What the other lanes still have under way when a step fails the hop: installs asked for and not over,
+    schema upgrades running. A halt waits for them (each within its own step's timeout, past which it is
+    no longer waited for), so that it stops at a safe point and its message describes the estate they
+    leave, not the one they were changing (a server it called installing 2021.1 would then run 2023.1)."""
+    out = []
+    for step in ctx.section():
+        if step.state is not StepState.RUNNING or ctx.timed_out(step):
             continue
-        if step.state is StepState.FAILED:
-            return ctx.failure(Reason.STEP_FAILED, ctx.where(step), f"{step.key} failed: {step.message or 'no detail'}")
-        if step.server in grouped and step.name in (*GROUPS, *GROUPS.values()):
-            return _group(ctx, section)
-        return _dispatch(ctx, step)
-    if ctx.rolling_back:
-        versions = sorted({o.version for o in ctx.seen.servers.values()})
-        return FinishRollback(f"hop {ctx.hop.number} ({ctx.hop.from_version} -> {ctx.hop.to_version}) rolled back;"
-                              f" the servers run {', '.join(versions)}")
-    return _hop_done(ctx)
+        if step.name in BOUNDED_INSTALLS and step.server not in (None, ending.where.server):
+            obs = ctx.seen.servers.get(step.server or "")
+            if obs is not None and obs.busy:
+                out.append(f"{step.server} installing")
+        elif step.name is StepName.UPGRADE_SCHEMA and step.database not in (None, ending.where.database):
+            db = ctx.seen.databases.get(step.database or "")
+            if db is not None and db.lock_holder:
+                out.append(f"the schema upgrade of {step.database}")
+    return out
 
 
-def _group(ctx: Context, section: tuple[StepStatus, ...]) -> Action:
-    install_name = next(s.name for s in section if s.name in GROUPS)
-    checks = {s.server: s for s in section if s.name is GROUPS[install_name]}
-    pairs = [(s, checks[s.server]) for s in section if s.name is install_name]
-    if ctx.rolling_back:
-        def target(server: str) -> str:  # back to whatever schema the database has after its restore
-            return ctx.database(ctx.spec.server(server).database).schema_version
-    else:
-        def target(server: str) -> str:
-            return ctx.hop.to_version
-    return server_group(ctx, pairs, target)
+def _ready(ctx: Context, section: tuple[StepStatus, ...]) -> tuple[list[StepStatus], bool]:
+    """The unfinished steps that may run now: those whose lane reached them (and True), or, in a section
+    run in order, the first unfinished one (and False)."""
+    lanes = None if ctx.status.rolling_back else ctx.strategy.lanes
+    if lanes is None:
+        first = next((s for s in section if s.state not in DONE_STATES), None)
+        return ([first] if first is not None else []), False
+    after = lanes(ctx.spec, section)
+    state = {s.key: s.state for s in section}
+    return [s for s in section if s.state not in DONE_STATES
+            and all(state.get(k) in DONE_STATES for k in after.get(s.key, ()))], True
 
 
-def _dispatch(ctx: Context, step: StepStatus) -> Action:
-    if step.name in CLEAN_INSTALL_STEPS or (step.name in clean_install.OWN_STEPS
-                                            and clean_install.is_clean_install(ctx.spec)):
-        return clean_install.dispatch(ctx, step)
-    match step.name:
-        case StepName.DISABLE_REPLICATION | StepName.ROLLBACK_DISABLE_REPLICATION:
-            return replication_off(ctx, step)
-        case StepName.TAKE_OUT_OF_ROTATION | StepName.ROLLBACK_TAKE_OUT_OF_ROTATION:
-            return rotation_out(ctx, step)
-        case StepName.BACKUP_DATABASE:
-            return backup(ctx, step)
-        case StepName.INSTALL_FIRST_SERVER:
-            return install(ctx, step, ctx.hop.to_version)
-        case StepName.UPGRADE_SCHEMA:
-            return schema(ctx, step)
-        case StepName.VERIFY_SCHEMA:
-            return verify_schema(ctx, step)
-        case StepName.HEALTH_CHECK:
-            return health(ctx, step, ctx.hop.to_version)
-        case StepName.RESTORE_BACKUP:
-            return restore(ctx, step)
-        case StepName.BRING_INTO_ROTATION | StepName.ROLLBACK_BRING_INTO_ROTATION:
-            return rotation_in(ctx, step)
-        case StepName.RESTORE_REPLICATION | StepName.ROLLBACK_RESTORE_REPLICATION:
-            return replication_on(ctx, step)
-        case StepName.VERIFY_REPLICATION | StepName.ROLLBACK_VERIFY_REPLICATION:
-            return replication_caught_up(ctx, step)
-        case _:
-            return Fail(Reason.STEP_FAILED, ctx.where(step), f"{step.key} is not a step this operator knows how to run")
+def _bounded(ctx: Context, actions: tuple[Action, ...]) -> tuple[Action, ...]:
+    """At most `maxConcurrentServers` servers in flight (`Context.in_flight`): new installs beyond the bound
+    wait, each database's first server before the others (it unlocks its database's other servers)."""
+    busy = ctx.in_flight
+    new = [a for a in actions if isinstance(a, InstallServer) and a.step.name in BOUNDED_INSTALLS
+           and a.server not in busy]
+    free = ctx.spec.max_concurrent_servers - len(busy)
+    if len(new) <= free:
+        return actions
+    ranked = sorted(new, key=lambda a: a.step.name is not StepName.INSTALL_FIRST_SERVER)  # stable: plan order kept
+    admitted = set(ranked[:max(free, 0)])
+    return tuple(a for a in actions if a not in new or a in admitted)
 
 
 def _hop_done(ctx: Context) -> Action:
@@ -331,17 +445,15 @@ def _hop_done(ctx: Context) -> Action:
 
 def _guard(ctx: Context, action: Action) -> Action:
     """The last word of the guide: an effect that would break one of its rules is never handed out."""
-    if not action.effect:
+    if not isinstance(action, Effect):
         return action
     found = violations(ctx.spec, ctx.seen, action)
     if not found:
         return action
     text = "; ".join(f"{v.rule}: {v.message}" for v in found)
-    step = getattr(action, "step", None)
     if all(v.transient for v in found):
-        return Wait(Reason.ESTATE_BUSY, ctx.limits.poll_seconds, f"not yet: {text}", (step,) if step else ())
-    where = ctx.where(step) if step else Where(ctx.hop.number)
-    return ctx.failure(Reason.GUIDE_RULE, where, f"refusing {describe(action)}: {text}")
+        return Wait(Reason.ESTATE_BUSY, ctx.limits.watch_seconds, f"not yet: {text}", (action.step,))
+    return ctx.failure(Reason.GUIDE_RULE, ctx.where(action.step), f"refusing {describe(action)}: {text}")
 
 
 # ---------------------------------------------------------------- pause
@@ -358,14 +470,17 @@ def _in_flight(status: UpgradePlanStatus, seen: Observations) -> str | None:
     return None
 
 
-def _pause_at_safe_point(status: UpgradePlanStatus, seen: Observations, action: Action, limits: Limits) -> Action:
-    if isinstance(action, (Fail, BeginRollback, Idle, Succeed, FinishRollback, Pause, ComputePlan)):
-        return action
+def _pause_at_safe_point(status: UpgradePlanStatus, seen: Observations, actions: tuple[Action, ...],
+                         limits: Limits) -> tuple[Action, ...]:
+    if any(isinstance(a, Final | BeginRollback | Pause | ComputePlan) for a in actions):
+        return actions
     busy = _in_flight(status, seen)
     if busy is None:
-        if isinstance(action, (CompleteStep, RecordBackup)):
-            return action  # record what already finished, then stop
-        return Pause("paused at a safe point (spec.paused); set it to false to resume here", limits.idle_seconds)
-    if action.effect and not isinstance(action, (UpgradeSchema, RestoreBackup)):
-        return Wait(Reason.PAUSING, limits.poll_seconds, f"pausing once this is over: {busy}")
-    return action
+        done = tuple(a for a in actions if isinstance(a, CompleteStep | RecordBackup))
+        # record what already finished, then stop
+        return done or (Pause("paused at a safe point (spec.paused); set it to false to resume here",
+                              limits.idle_seconds),)
+    pausing = Wait(Reason.PAUSING, limits.poll_seconds, f"pausing once this is over: {busy}")
+    kept = tuple(pausing if isinstance(a, Effect) and not isinstance(a, UpgradeSchema | RestoreBackup) else a
+                 for a in actions)
+    return tuple(dict.fromkeys(kept))

@@ -20,9 +20,12 @@ class Phase(StrEnum):
     FAILED = "Failed"
     ROLLING_BACK = "RollingBack"
     ROLLED_BACK = "RolledBack"
+    AWAITING_WINDOW = "AwaitingWindow"  # spec.maintenanceWindow: the next hop waits for a window it fits in
 
 
 TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK})
+# Over without reaching the target: kstatus's `Stalled` (Failed for Flux, `helm --wait`, Argo CD's checks).
+STALLED_PHASES = frozenset({Phase.FAILED, Phase.ROLLED_BACK})
 
 
 class StepState(StrEnum):
@@ -37,6 +40,18 @@ DONE_STATES = frozenset({StepState.SUCCEEDED, StepState.SKIPPED})
 
 
 class StepName(StrEnum):
+    """Every step a plan can hold. `undoes` marks the steps appended to a hop to roll it back
+    (failurePolicy Rollback): whether a hop is rolling back, and which of its steps are the rollback's,
+    is read from it and nowhere else."""
+
+    undoes: bool
+
+    def __new__(cls, value: str, undoes: bool = False) -> StepName:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.undoes = undoes
+        return member
+
     # before the first hop (hop 0)
     PREFLIGHT = "Preflight"
     PLAN = "Plan"
@@ -54,14 +69,14 @@ class StepName(StrEnum):
     RESTORE_REPLICATION = "RestoreReplication"
     VERIFY_REPLICATION = "VerifyReplication"
     # appended to a hop when it is rolled back
-    ROLLBACK_DISABLE_REPLICATION = "RollbackDisableReplication"
-    ROLLBACK_TAKE_OUT_OF_ROTATION = "RollbackTakeOutOfRotation"
-    RESTORE_BACKUP = "RestoreBackup"
-    REINSTALL_PREVIOUS = "ReinstallPrevious"
-    ROLLBACK_HEALTH_CHECK = "RollbackHealthCheck"
-    ROLLBACK_BRING_INTO_ROTATION = "RollbackBringIntoRotation"
-    ROLLBACK_RESTORE_REPLICATION = "RollbackRestoreReplication"
-    ROLLBACK_VERIFY_REPLICATION = "RollbackVerifyReplication"
+    ROLLBACK_DISABLE_REPLICATION = "RollbackDisableReplication", True
+    ROLLBACK_TAKE_OUT_OF_ROTATION = "RollbackTakeOutOfRotation", True
+    RESTORE_BACKUP = "RestoreBackup", True
+    REINSTALL_PREVIOUS = "ReinstallPrevious", True
+    ROLLBACK_HEALTH_CHECK = "RollbackHealthCheck", True
+    ROLLBACK_BRING_INTO_ROTATION = "RollbackBringIntoRotation", True
+    ROLLBACK_RESTORE_REPLICATION = "RollbackRestoreReplication", True
+    ROLLBACK_VERIFY_REPLICATION = "RollbackVerifyReplication", True
     # strategy CleanInstall only (core/clean_install.py): new servers at new URLs, clients moved to them
     ADD_FAILOVER_SERVER = "AddFailoverServer"
     ADD_VIRTUAL_HOST = "AddVirtualHost"
@@ -70,25 +85,17 @@ class StepName(StrEnum):
     REDEPLOY_DEPLOYMENT_AGENT = "RedeployDeploymentAgent"
     DEPLOY_POLICY = "DeployPolicy"
     SWITCH_DNS_RECORD = "SwitchDnsRecord"
+    MAKE_DEFAULT_WEBSITE = "MakeDefaultWebsite"
     REMOVE_FAILOVER_SERVER = "RemoveFailoverServer"
     TAKE_OFFLINE = "TakeOffline"
 
 
-CLEAN_INSTALL_STEPS = frozenset({
-    StepName.ADD_FAILOVER_SERVER, StepName.ADD_VIRTUAL_HOST, StepName.INSTALL_REPLACEMENT, StepName.BRING_ONLINE,
-    StepName.REDEPLOY_DEPLOYMENT_AGENT, StepName.DEPLOY_POLICY, StepName.SWITCH_DNS_RECORD,
-    StepName.REMOVE_FAILOVER_SERVER, StepName.TAKE_OFFLINE,
-})
-
-ROLLBACK_STEPS = frozenset({
-    StepName.ROLLBACK_DISABLE_REPLICATION, StepName.ROLLBACK_TAKE_OUT_OF_ROTATION, StepName.RESTORE_BACKUP,
-    StepName.REINSTALL_PREVIOUS, StepName.ROLLBACK_HEALTH_CHECK, StepName.ROLLBACK_BRING_INTO_ROTATION,
-    StepName.ROLLBACK_RESTORE_REPLICATION, StepName.ROLLBACK_VERIFY_REPLICATION,
-})
-
-
 class ConditionType(StrEnum):
+    """The condition types this operator writes (the CRD admits any, as metav1.Condition does: another
+    controller's, or a later release's, are kept as they are)."""
+
     READY = "Ready"
+    RECONCILING = "Reconciling"  # kstatus: True while the plan is under way (InProgress)
     PROGRESSING = "Progressing"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
@@ -96,6 +103,11 @@ class ConditionType(StrEnum):
     REPLICATION_DISABLED = "ReplicationDisabled"
     BLOCKED = "Blocked"
     AWAITING_APPROVAL = "AwaitingApproval"
+    # kstatus: True when the plan cannot get to its target on its own: it is over without reaching it
+    # (Failed, RolledBack), its spec is invalid, or its loop cannot get through a turn (an unexpected error,
+    # a refused status write)
+    STALLED = "Stalled"
+    AWAITING_WINDOW = "AwaitingWindow"  # spec.maintenanceWindow: waiting for a window the next hop fits in
 
 
 class ConditionStatus(StrEnum):
@@ -107,10 +119,7 @@ class ConditionStatus(StrEnum):
 class Reason(StrEnum):
     """Why a condition, a wait or a failure is what it is (CamelCase, shown by `kubectl describe`)."""
 
-    PENDING = "Pending"
-    PLANNING = "Planning"
     PLANNED = "Planned"
-    ALREADY_AT_TARGET = "AlreadyAtTarget"
     AWAITING_APPROVAL = "AwaitingApproval"
     APPROVED = "Approved"
     NOT_AWAITING_APPROVAL = "NotAwaitingApproval"
@@ -118,6 +127,7 @@ class Reason(StrEnum):
     NOT_BLOCKED = "NotBlocked"
     PAUSED = "Paused"
     PAUSING = "Pausing"
+    HALTING = "Halting"  # a step failed: the halt waits for what the other lanes have under way
     NOT_PAUSED = "NotPaused"
     RUNNING = "Running"
     IN_PROGRESS = "InProgress"
@@ -127,28 +137,29 @@ class Reason(StrEnum):
     MIGRATING_SCHEMA = "MigratingSchema"
     SCHEMA_LOCKED = "SchemaLocked"
     DRAINING = "Draining"
-    AWAITING_REPLICATION = "AwaitingReplication"
-    AWAITING_ROTATION = "AwaitingRotation"
     AWAITING_SCHEMA = "AwaitingSchema"
     AWAITING_HEALTH = "AwaitingHealth"
     CATCHING_UP = "CatchingUp"
     RETRYING = "Retrying"
     SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
     ROLLING_BACK = "RollingBack"
     ROLLED_BACK = "RolledBack"
     ROLLBACK_FAILED = "RollbackFailed"
     ROLLBACK_IMPOSSIBLE = "RollbackImpossible"
+    ROLLBACK_UNSAFE = "RollbackUnsafe"  # the hop's new release already served clients: a restore loses data
     INVALID_SPEC = "InvalidSpec"
+    INVALID_STATUS = "InvalidStatus"
     PLANNING_FAILED = "PlanningFailed"
     PREFLIGHT_FAILED = "PreflightFailed"
     TOPOLOGY_MISMATCH = "TopologyMismatch"
-    UNSUPPORTED_STRATEGY = "UnsupportedStrategy"
     ESTATE_CHANGED = "EstateChanged"
     GUIDE_RULE = "GuideRuleWouldBeBroken"
     STEP_FAILED = "StepFailed"
     INSTALL_FAILED = "InstallFailed"
     MIGRATION_FAILED = "MigrationFailed"
+    MIGRATION_UNCONFIRMED = "MigrationUnconfirmed"
+    IDENTITY_MISMATCH = "ServerIdentityMismatch"
+    BASELINE_NOT_ACCEPTED = "BaselineNeedsApproval"
     SCHEMA_NOT_VERIFIED = "SchemaNotVerified"
     BACKUP_FAILED = "BackupFailed"
     HEALTH_CHECK_FAILED = "HealthCheckFailed"
@@ -156,8 +167,19 @@ class Reason(StrEnum):
     REPLICATION_DISABLED_FOR_UPGRADE = "ReplicationDisabledForUpgrade"
     REPLICATION_AS_BEFORE = "ReplicationAsBefore"
     IN_PLACE_FORBIDDEN = "InPlaceUpgradeForbidden"
-    CLIENTS_WOULD_BE_CUT_OFF = "ClientsWouldBeCutOff"
-    AWAITING_CLIENTS = "AwaitingClients"
+    UNEXPECTED_ERROR = "UnexpectedError"
+    STATUS_WRITE_REFUSED = "StatusWriteRefused"
+    NOT_STALLED = "NotStalled"
+    RECOVERED = "Recovered"  # the loop got through a turn again after a stall
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"  # waited before the start longer than a step may run
+    ABORTED = "Aborted"  # spec.abort: stopped at a safe point on request
+    RETRYING_PLAN = "RetryRequested"  # spec.retry: a Failed plan goes on from its failed step
+    OUTSIDE_WINDOW = "OutsideMaintenanceWindow"
+    HOP_DOES_NOT_FIT = "HopDoesNotFitWindow"
+    PLAN_TOO_LARGE = "PlanTooLarge"  # more steps than a status may hold (core/hop_summary.MAX_PLANNED_STEPS)
+    IN_WINDOW = "InMaintenanceWindow"
+    NO_WINDOW = "NoMaintenanceWindow"
+    UNKNOWN_TIME_ZONE = "UnknownTimeZone"
 
 
 class Strategy(StrEnum):
@@ -170,12 +192,21 @@ class PersonalizationCutover(StrEnum):
 
     VIRTUAL_HOST_DNS = "VirtualHostDns"  # the guide's recommendation for staged upgrades
     POLICY = "Policy"
+    DEFAULT_WEBSITE = "DefaultWebsite"  # the new server becomes the default website of the host clients use
+
+
+class ManagementCutover(StrEnum):
+    """How Deployment Agents reach a new Management Server (strategy CleanInstall)."""
+
+    FAILOVER_LIST_AND_AGENT = "FailoverListAndAgent"  # the Failover Server List, then the agent redeployed
+    DEFAULT_WEBSITE = "DefaultWebsite"
 
 
 class CutoverMethod(StrEnum):
     FAILOVER_LIST_AND_AGENT = "FailoverListAndAgent"  # Management Servers
     POLICY = "Policy"
     VIRTUAL_HOST_DNS = "VirtualHostDns"
+    DEFAULT_WEBSITE = "DefaultWebsite"  # either kind
 
 
 class CutoverState(StrEnum):
@@ -183,11 +214,33 @@ class CutoverState(StrEnum):
     NEW_SERVER_ONLINE = "NewServerOnline"
     CLIENTS_MOVED = "ClientsMoved"
     OLD_SERVER_OFFLINE = "OldServerOffline"
+    STALLED = "Stalled"
+    RECOVERED = "Recovered"
 
 
 class FailurePolicy(StrEnum):
     HALT = "Halt"
     ROLLBACK = "Rollback"
+
+
+class AbortMode(StrEnum):
+    """spec.abort: stop at the next safe point and halt there, or roll the current hop back where the
+    data-safety rules allow a restore (else halt, saying why)."""
+
+    HALT = "Halt"
+    ROLLBACK = "Rollback"
+
+
+class Weekday(StrEnum):
+    """spec.maintenanceWindow.days (system-upgrade-controller's spelling), Monday first as `weekday()`."""
+
+    MONDAY = "monday"
+    TUESDAY = "tuesday"
+    WEDNESDAY = "wednesday"
+    THURSDAY = "thursday"
+    FRIDAY = "friday"
+    SATURDAY = "saturday"
+    SUNDAY = "sunday"
 
 
 class ServerKind(StrEnum):
@@ -236,3 +289,24 @@ class MigrationStatus(StrEnum):
     UPGRADING = "Upgrading"
     UPGRADE_SUCCESSFUL = "Upgrade Successful"
     FAILED = "Failed"
+
+
+class EventType(StrEnum):
+    """A Kubernetes Event's type."""
+
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+class EventReason(StrEnum):
+    """Why the operator posts an Event on a plan (besides a phase change, whose reason is the phase)."""
+
+    STEP_SUCCEEDED = "StepSucceeded"
+    STEP_FAILED = "StepFailed"
+    STEP_SKIPPED = "StepSkipped"
+    NEW_SERVER_ONLINE = "NewServerOnline"
+    CLIENTS_MOVED = "ClientsMoved"
+    OLD_SERVER_OFFLINE = "OldServerOffline"
+    STALLED = "Stalled"
+    RECOVERED = "Recovered"
+    LICENSE_DEPLOYED = "LicenseDeployed"

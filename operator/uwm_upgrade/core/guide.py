@@ -1,4 +1,4 @@
-"""The upgrade guide's rules as predicates over an action and what was observed.
+"""The upgrade guide's rules, all of them, as predicates over an action (or the plan) and what was observed.
 
 `decide()` is built to respect them, and checks every effect it returns against them once more before
 it hands it out (a rule it would break becomes a wait or a failure, never a request to the estate); the
@@ -15,17 +15,41 @@ The rules (seed/upgrade-guide.txt):
   every other server of that database is locked out: nothing else installs or migrates meanwhile
   (`version-mismatch`, `schema-locked`, `busy`);
 - servers come back into rotation only when they can serve (release equal to their schema), and
-  replication comes back only once its servers all run the same release.
+  replication comes back only once its servers all run the same release;
+- a Personalization Server in the root of the default website, which another application also uses, is
+  never upgraded in place (`in_place_forbidden`, judged at preflight under either strategy);
+- strategy CleanInstall, the client configuration (`pointers.py` models it): a change that would leave
+  some client reaching no online server is never handed out (`clients-cut-off`), a new Management Server
+  only comes online once its URL is in the Failover Server List (`not-in-failover-list`), DNS only points
+  at a server answering for the virtual host (`no-virtual-host`), and clients are only pointed at servers
+  that serve (`not-serving`); a host's default website moves only to a website of that host
+  (`not-on-host`), and never to a Personalization Server while another application uses the root of
+  that default website (`website-root-in-use`: the guide's website-root rule, which the preflight also
+  applies). The simulators enforce the same rules (docs/contracts.md section 2b).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .actions import Action, BringIntoRotation, InstallServer, RestoreBackup, RestoreReplication, UpgradeSchema
-from .enums import ReplicationRole, ServerPhase
+from .actions import (
+    Action,
+    BringIntoRotation,
+    BringOnline,
+    ClientEffect,
+    DeployPolicy,
+    InstallServer,
+    MakeDefaultWebsite,
+    RedeployDeploymentAgent,
+    RestoreBackup,
+    RestoreReplication,
+    SwitchDnsRecord,
+    UpgradeSchema,
+)
+from .enums import ReplicationRole, ServerKind, ServerPhase
 from .models import UpgradePlanSpec
-from .observations import Observations
+from .observations import Observations, norm_url
+from .pointers import after, cut_off, is_up, reached
 
 GUIDE_MAX_JUMP = 2
 
@@ -151,12 +175,81 @@ def _replication_back(spec: UpgradePlanSpec, seen: Observations) -> list[Violati
     return []
 
 
+def _clients(spec: UpgradePlanSpec, seen: Observations, action: Action) -> list[Violation]:
+    c = seen.clients
+    if c is None:
+        return [Violation("unobserved", "the estate's client configuration was not observed", transient=True)]
+    found: list[Violation] = []
+    match action:
+        case BringOnline(agent=name, agent_url=url):
+            if spec.server(name).kind is ServerKind.MANAGEMENT and \
+                    norm_url(url) not in {norm_url(u) for u in c.failover}:
+                found.append(Violation("not-in-failover-list", f"{name} is not in the Failover Server List: the guide"
+                                                               " adds a new Management Server's URL to it before the"
+                                                               " server comes online"))
+            obs = seen.servers.get(name)
+            if obs is None or obs.phase is not ServerPhase.RUNNING:
+                found.append(Violation("not-serving", f"{name} cannot serve clients yet"
+                                                      f" ({obs.phase if obs else 'unobserved'})", transient=True))
+        case RedeployDeploymentAgent(url=url) if reached(c, url)[0] is None:
+            found.append(Violation("not-serving", f"{url} reaches no online server: the Deployment Agent would be"
+                                                  " pointed at a server that does not serve it"))
+        case SwitchDnsRecord(url=url):
+            if not is_up(c, url):
+                found.append(Violation("not-serving", f"{url} is not online: clients would be pointed at a server"
+                                                      " that does not serve them"))
+            if action.host not in c.virtual_hosts.get(norm_url(url), ()):
+                found.append(Violation("no-virtual-host", f"{url} has no virtual host {action.host}: clients using"
+                                                          f" {action.host} would reach a server that does not answer"
+                                                          " for it"))
+        case MakeDefaultWebsite(agent=name, host=host, url=url):
+            found += _default_website(spec, seen, name, host, url)
+        case DeployPolicy(urls=urls):
+            found += [Violation("not-serving", f"{u} is not online") for u in urls
+                      if norm_url(u) in c.online and not is_up(c, u)]
+    was = {p.client for p in cut_off(c)}
+    lost = [p for p in cut_off(after(c, action)) if p.client not in was]
+    if lost:
+        found.append(Violation("clients-cut-off", "clients would reach no online server: "
+                               + "; ".join(f"{p.client}: {p.cut_off}" for p in lost)))
+    return found
+
+
+def root_apps_of_default_website(spec: UpgradePlanSpec, seen: Observations, host: str) -> tuple[str, tuple[str, ...]]:
+    """The server whose website is `host`'s default website (its URL when it is none of the plan's), and
+    the other applications using that website's root."""
+    c = seen.clients
+    url = c.default_websites.get(host) if c is not None else None
+    if url is None:
+        return "nothing", ()
+    owner = next((s for s in (*spec.servers(), *spec.replacement_servers()) if norm_url(s.url) == norm_url(url)), None)
+    obs = seen.servers.get(owner.name) if owner is not None else None
+    return (owner.name if owner else url), (obs.other_apps_in_root if obs is not None else ())
+
+
+def _default_website(spec: UpgradePlanSpec, seen: Observations, name: str, host: str, url: str) -> list[Violation]:
+    c = seen.clients
+    assert c is not None
+    found = []
+    if not is_up(c, url):
+        found.append(Violation("not-serving", f"{url} is not online: clients of {host} would reach a server that"
+                                              " does not serve them"))
+    if c.website_hosts.get(norm_url(url)) != host:
+        found.append(Violation("not-on-host", f"{name}'s website is not on {host}"
+                                              f" (it is on {c.website_hosts.get(norm_url(url)) or 'no such host'}):"
+                                              " only a website of the host clients reach can become its default"))
+    owner, apps = root_apps_of_default_website(spec, seen, host)
+    if spec.server(name).kind is ServerKind.PERSONALIZATION and apps and owner != name:
+        found.append(Violation("website-root-in-use", f"the default website of {host} ({owner}'s) has"
+                                                      f" {', '.join(apps)} in its root: Personalization Server"
+                                                      " needs the root of its website and would overwrite it"))
+    return found
+
+
 def violations(spec: UpgradePlanSpec, seen: Observations, action: Action) -> tuple[Violation, ...]:
     """Every guide rule `action` would break in the estate as observed (empty: it is allowed)."""
-    from .client_actions import CLIENT_EFFECT_TYPES  # strategy CleanInstall (client_rules imports this module)
-    if isinstance(action, CLIENT_EFFECT_TYPES):
-        from .client_rules import client_violations
-        return tuple(client_violations(spec, seen, action))
+    if isinstance(action, ClientEffect):
+        return tuple(_clients(spec, seen, action))
     match action:
         case InstallServer():
             return tuple(_install(spec, seen, action))
@@ -170,3 +263,28 @@ def violations(spec: UpgradePlanSpec, seen: Observations, action: Action) -> tup
             return tuple(_replication_back(spec, seen))
         case _:
             return ()
+
+
+def in_place_forbidden(spec: UpgradePlanSpec, seen: Observations) -> str | None:
+    """Personalization Servers the plan would upgrade in place, though they sit in the root of the default
+    website with another application there; and new ones that would be installed there."""
+    replaced = {r.old.name for r in spec.replacements()}
+    found = []
+    for server in spec.servers():
+        obs = seen.servers.get(server.name)
+        if server.kind is ServerKind.PERSONALIZATION and server.name not in replaced and obs is not None \
+                and obs.default_website and obs.other_apps_in_root:
+            found.append(f"{server.name} is installed in the root of the default website, which"
+                         f" {', '.join(obs.other_apps_in_root)} also uses: the guide forbids upgrading it in place"
+                         " (Personalization Server needs the root of its website and would overwrite that"
+                         " application); upgrade the Management Servers in place and clean-install it instead"
+                         " (spec.strategy CleanInstall with a replacement for it, installed into its own"
+                         " Personalization website)")
+    for r in spec.replacements():
+        obs = seen.servers.get(r.new.name)
+        if r.new.kind is ServerKind.PERSONALIZATION and obs is not None and obs.default_website \
+                and obs.other_apps_in_root:
+            found.append(f"{r.new.name}, the new server replacing {r.old.name}, is in the root of the default"
+                         f" website, which {', '.join(obs.other_apps_in_root)} also uses: installing Personalization"
+                         " Server there would overwrite it; provision it in its own Personalization website")
+    return "; ".join(found) or None

@@ -15,14 +15,22 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
+from html import unescape
+from urllib.parse import urlsplit
 
 from .enums import MigrationStatus, ReplicationRole, ServerKind, ServerPhase, StepName
+from .models import StepKey
 
 _SECRET_PATTERNS = (
-    (re.compile(r"(?i)\b(pwd|password|secret|token|apikey|api_key)\s*[=:]\s*[^;\s,]+"), r"\1=***"),
-    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer ***"),
-    (re.compile(r"(?i)(authorization\s*[=:]\s*)[^;\s,]+"), r"\1***"),
+    # key=value credentials; an ODBC `{...}` value whole (it may hold `;`, spaces and `}}`)
+    # (the label upgrade.uwm.io/plan-secret=true, which messages name, is no credential)
+    (re.compile(r"(?i)\b(?<!upgrade\.uwm\.io/plan-)(pwd|password|passwd|secret|token|apikey|api_key|api-key)\s*[=:]\s*"
+                r"(?:\{(?:[^}]|\}\})*\}?|[^;\s,]+)"), r"\1=***"),
+    (re.compile(r"(?i)\bbearer\s+\S+"), "Bearer ***"),
+    (re.compile(r"(?i)\bbasic\s+[A-Za-z0-9+/]{4,}=*"), "Basic ***"),
+    (re.compile(r"(?i)(authorization\s*[=:]\s*)(?!bearer\b|basic\b)[^;\s,]+"), r"\1***"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@"), r"\1***@"),  # URL user-info
 )
 MAX_MESSAGE = 1024
 
@@ -36,6 +44,13 @@ def redact(text: str) -> str:
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def printable(text: str, limit: int = 128) -> str:
+    """What a server answered, as one printable line of at most `limit` characters: markup and control
+    characters dropped, entities decoded (nothing a server answers is echoed raw)."""
+    line = "".join(ch if ch.isprintable() else " " for ch in unescape(str(text)))
+    return " ".join(re.sub(r"<[^>]*>", " ", line).split())[:limit]
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,11 @@ class UpgradeError(Exception):
         super().__init__(f"{where}: {self.message}")
 
 
+# `TransientError.rule` of a request that was certainly not sent (the adapter could not even read what
+# it needed first): nothing happened, and asking again later is asking for the first time.
+NOT_SENT = "not-sent"
+
+
 class TransientError(UpgradeError):
     """Retrying may help (connection refused, timeout, agent `busy` or `schema-locked`)."""
 
@@ -98,6 +118,9 @@ class ServerObservation:
     phase: ServerPhase
     database: str
     settled: bool = True
+    # The name the server's agent gives itself (None: not reported). A server reached under another
+    # name than the spec's (a typo, `localhost` for `127.0.0.1`, a DNS alias) is another server.
+    reported_name: str | None = None
     install: InstallObservation = InstallObservation()
     replication_role: ReplicationRole = ReplicationRole.NONE
     replication_enabled: bool = False
@@ -137,6 +160,11 @@ class DatabaseObservation:
     updates_required: bool = False
     migration: MigrationStatus = MigrationStatus.IDLE
     backups: tuple[BackupObservation, ...] = ()
+    # The portal's last migration: the server that ran it and its error (a Failed one's evidence).
+    migration_by: str | None = None
+    migration_error: str | None = None
+    # The versions recorded in `uwm_migrations` (empty: unknown, not read).
+    migrations: tuple[str, ...] = ()
 
     def backup(self, backup_id: str) -> BackupObservation | None:
         return next((b for b in self.backups if b.id == backup_id), None)
@@ -144,34 +172,63 @@ class DatabaseObservation:
 
 @dataclass(frozen=True)
 class HealthObservation:
-    """A server's status page: did the last poll confirm, and how many polls in a row have."""
+    """A server's status page: did the last poll confirm, how many polls in a row have, and why it last
+    failed to confirm this release (a flapping page's reason, kept while it confirms again)."""
 
     ok: bool
     consecutive: int = 0
     version: str | None = None
     detail: str = ""
+    last_failure: str | None = None
+
+
+def page_problems(server: str, named: str | None, version: str | None,
+                  tests: tuple[tuple[str, bool], ...] | None) -> list[str]:
+    """What is wrong with a status page that answered 200, by the guide's test: "check the details are
+    correct and the tests are successful" (empty: it confirms). The release it must show is the caller's
+    to check (`version` must at least be there)."""
+    problems = []
+    if named is None:
+        problems.append("it does not name its server")
+    elif named != server:
+        problems.append(f"it names another server, {named}, not {server}")
+    if version is None:
+        problems.append("it shows no version")
+    if not tests:
+        problems.append("it lists no tests")
+    else:
+        failed = [name for name, passed in tests if not passed]
+        if failed:
+            problems.append("failed tests: " + ", ".join(failed))
+    return problems
 
 
 @dataclass(frozen=True)
 class HealthStreak:
-    """Consecutive confirmations of one status page, polled at most once per period (a pure fold).
+    """Consecutive confirmations of one status page, polled at most once per period (a pure fold), and
+    why it last failed to confirm (kept while it confirms again: a flapping page's reason).
 
-    A confirmation of another release than the last one starts the count again: confirmations from
-    before an install never count for the release installed.
+    A page showing another release than the last one starts afresh, count and failure alike:
+    confirmations from before an install never count for the release installed. A page that shows no
+    release (no answer at all, say) neither starts afresh nor changes the release being counted.
     """
 
     consecutive: int = 0
     last_poll: datetime | None = None
     version: str | None = None
+    last_failure: str | None = None
 
     def due(self, now: datetime, period_seconds: float) -> bool:
         return self.last_poll is None or now - self.last_poll >= timedelta(seconds=period_seconds)
 
-    def record(self, ok: bool, now: datetime, version: str | None = None) -> HealthStreak:
-        if not ok:
-            return HealthStreak(0, now, version)
+    def record(self, ok: bool, now: datetime, version: str | None = None, failure: str | None = None) -> HealthStreak:
+        """The streak after one poll; `failure` says why a page that did not confirm failed."""
         same = version is None or version == self.version
-        return HealthStreak(self.consecutive + 1 if same else 1, now, version)
+        release = self.version if version is None else version
+        kept = self.last_failure if same else None
+        if not ok:
+            return HealthStreak(0, now, release, failure or kept)
+        return HealthStreak(self.consecutive + 1 if same else 1, now, release, kept)
 
 
 def norm_url(url: str) -> str:
@@ -179,6 +236,12 @@ def norm_url(url: str) -> str:
     scheme, _, rest = url.strip().partition("://")
     host, slash, path = rest.partition("/")
     return f"{scheme.lower()}://{host.lower()}{(slash + path).rstrip('/')}"
+
+
+def host_of(url: str) -> str:
+    """The host name a URL names, lower case: no scheme, user info, port or path (a policy's
+    `http://pers.corp` names the virtual host `pers.corp`)."""
+    return (urlsplit(url.strip() if "://" in url else "//" + url.strip()).hostname or "").lower()
 
 
 @dataclass(frozen=True)
@@ -192,12 +255,20 @@ class ClientsObservation:
     virtual_hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # server URL -> host names
     online: Mapping[str, bool] = field(default_factory=dict)  # server URL -> serving clients
     cut_off: tuple[str, ...] = ()                            # clients the estate reports reaching no server
+    # the hosts clients reach by name (`http://<host>`): host -> the URL of the server whose website is its
+    # default website; and server URL -> the host its website is on (as default website or with a host header)
+    default_websites: Mapping[str, str] = field(default_factory=dict)
+    website_hosts: Mapping[str, str] = field(default_factory=dict)
+    agent_license: str | None = None                         # the fingerprint of the Deployment Agent's license
 
     def describe(self) -> str:
         dns = ", ".join(f"{h} -> {u}" for h, u in sorted(self.dns.items()))
+        sites = ", ".join(f"{h} -> {u}" for h, u in sorted(self.default_websites.items()))
         text = (f"clients: Deployment Agent {self.agent or 'none'}, Failover Server List"
                 f" [{', '.join(self.failover)}], policy [{', '.join(self.policy)}]")
         text += f", DNS {dns}" if dns else ""
+        text += f", default websites {sites}" if sites else ""
+        text += f", license {self.agent_license}" if self.agent_license else ""
         return text + (f"; CUT OFF: {'; '.join(self.cut_off)}" if self.cut_off else "")
 
 
@@ -222,6 +293,21 @@ class Observations:
     competing_plans: tuple[str, ...] = ()
     # strategy CleanInstall: the estate's client configuration (None: not observed)
     clients: ClientsObservation | None = None
+    # Per database, the SERVER/PORT/DATABASE its connection string names (never a password), which the
+    # approval hash covers. None: not read this time (the plan's Secrets could not be read).
+    database_targets: Mapping[str, str] | None = None
+    # How long each Running step has been running, in seconds, on the operator's own monotonic clock since
+    # this process first saw it running (a step it has not timed yet is absent: it just started). The step
+    # timeouts use it instead of `now - startedAt`, which compares this process's clock with a time another
+    # pod may have written. None (pure tests, tools): measure from `startedAt` on `now`.
+    running_for: Mapping[StepKey, float] | None = None
+    # strategy CleanInstall: per new Management Server with a `replacement.license`, the fingerprint of the
+    # license its Secret holds (the value itself never reaches the core)
+    licenses: Mapping[str, str] = field(default_factory=dict)
+    license_problems: Mapping[str, str] = field(default_factory=dict)  # why a license could not be read
+    # spec.maintenanceWindow's time zone, looked up by the engine in the time zone database (the core has
+    # no clock and no tz database of its own). None: no window, or a zone the database does not know.
+    zone: tzinfo | None = None
 
     @classmethod
     def of(cls, servers: tuple[ServerObservation, ...] = (), databases: tuple[DatabaseObservation, ...] = (),

@@ -12,15 +12,16 @@ and leaves the others as they are (installing a release a server already runs is
 spread cannot be reconciled by one hop without breaking the guide for some server and is refused, as is
 a version missing from the catalog and any server or schema beyond the target (no downgrades).
 
-`plan_hash` is what a human approves: a stable sha256 over the path, the topology and the choices that
-change what will be done to it (strategy, backups, failure policy).
+`plan_hash` is what a human approves: a stable sha256 over the path, every spec field but `paused` and
+the databases the connection strings point at, so an approved plan pointed at another database, or with
+more concurrency, needs a new approval.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,9 +51,7 @@ class Hop:
 
 
 def catalog_of(spec: UpgradePlanSpec) -> tuple[str, ...]:
-    if not spec.releases:
-        raise PlanningError(Reason.PLANNING_FAILED, "spec.releases is not given: the operator needs the ordered"
-                            " release catalog to count major releases per hop")
+    """The ordered release catalog (spec.releases is required: it counts the major releases per hop)."""
     return spec.releases
 
 
@@ -97,13 +96,33 @@ def plan_path(catalog: Sequence[str], observed: Mapping[str, str], target: str, 
     return tuple(hops)
 
 
-def first_servers(spec: UpgradePlanSpec) -> dict[str, str]:
-    """Per database, the server that upgrades it first (and so migrates its schema): the first in spec order."""
-    return {db.name: spec.servers_of(db.name)[0].name for db in spec.databases}
+def first_servers(spec: UpgradePlanSpec, leaders: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Per database, the server that upgrades it first (and so migrates its schema): its leader, if it
+    has one (`leading_servers`), else the first in spec order."""
+    chosen = leaders or {}
+    return {db.name: chosen.get(db.name) or spec.servers_of(db.name)[0].name for db in spec.databases}
 
 
-def _step(name: StepName, hop: int, server: str | None = None, database: str | None = None,
-          skip: str | None = None) -> StepStatus:
+def leading_servers(spec: UpgradePlanSpec, versions: Mapping[str, str], schemas: Mapping[str, str],
+                    catalog: Sequence[str]) -> dict[str, str]:
+    """Per database left half upgraded (a server of it runs a release ahead of its schema, installed by
+    hand or by a plan that halted): that server, the one furthest ahead (spec order breaks ties). It must
+    be the first server of the hop: the servers refuse any other install until the schema is migrated
+    (`database-first`), and it is the one that can migrate it."""
+    order = {v: i for i, v in enumerate(catalog)}
+    leaders = {}
+    for db in spec.databases:
+        schema = order.get(schemas.get(db.name, ""))
+        ahead = [(order[versions[s.name]], -i, s.name) for i, s in enumerate(spec.servers_of(db.name))
+                 if schema is not None and versions.get(s.name) in order and order[versions[s.name]] > schema]
+        if ahead:
+            leaders[db.name] = max(ahead)[2]
+    return leaders
+
+
+def new_step(name: StepName, hop: int, server: str | None = None, database: str | None = None,
+             skip: str | None = None) -> StepStatus:
+    """A step as planned: Pending, or Skipped with the reason why it has nothing to do."""
     state = StepState.SKIPPED if skip else StepState.PENDING
     return StepStatus(name=name, hop=hop, state=state, message=skip, server=server, database=database)
 
@@ -116,61 +135,101 @@ def _skips(spec: UpgradePlanSpec) -> tuple[str | None, str | None]:
     return replication, rotation
 
 
-def plan_steps(spec: UpgradePlanSpec, path: Sequence[Hop]) -> tuple[StepStatus, ...]:
-    """Every step of the plan in the order it runs: hop 0 (preflight, plan, baseline), then each hop."""
+def backup_step(spec: UpgradePlanSpec, hop: int, database: str) -> StepStatus:
+    return new_step(StepName.BACKUP_DATABASE, hop, database=database,
+                    skip=None if spec.backup.enabled else "spec.backup.enabled is false")
+
+
+def database_first(spec: UpgradePlanSpec, hop: int, database: str, first: str) -> list[StepStatus]:
+    """A database upgraded in place: its first server installs the release, upgrades the schema, which
+    is verified, and its status page confirms."""
+    return [new_step(StepName.INSTALL_FIRST_SERVER, hop, server=first, database=database),
+            new_step(StepName.UPGRADE_SCHEMA, hop, server=first, database=database),
+            new_step(StepName.VERIFY_SCHEMA, hop, database=database),
+            new_step(StepName.HEALTH_CHECK, hop, server=first)]
+
+
+def remaining_servers(spec: UpgradePlanSpec, hop: int, databases: Collection[str],
+                      firsts: Collection[str]) -> list[StepStatus]:
+    """The other servers of `databases` (upgraded in place), each installed then health-checked."""
+    steps = []
+    for server in spec.servers():
+        if server.database in databases and server.name not in firsts:
+            steps.append(new_step(StepName.INSTALL_SERVER, hop, server=server.name))
+            steps.append(new_step(StepName.HEALTH_CHECK, hop, server=server.name))
+    return steps
+
+
+def in_place_hop(spec: UpgradePlanSpec, hop: int, leaders: Mapping[str, str]) -> list[StepStatus]:
+    """strategy InPlace: each database backed up and upgraded from its first server, then the others."""
+    firsts = first_servers(spec, leaders)
+    steps = []
+    for db in spec.databases:
+        steps += [backup_step(spec, hop, db.name), *database_first(spec, hop, db.name, firsts[db.name])]
+    return steps + remaining_servers(spec, hop, {db.name for db in spec.databases}, set(firsts.values()))
+
+
+HopSteps = Callable[[UpgradePlanSpec, int, Mapping[str, str]], list[StepStatus]]
+
+
+def plan_steps(spec: UpgradePlanSpec, path: Sequence[Hop], hop_steps: HopSteps = in_place_hop,
+               leaders: Mapping[str, str] | None = None) -> tuple[StepStatus, ...]:
+    """Every step of the plan in the order it runs: hop 0 (preflight, plan, baseline), then each hop:
+    replication off and the pool out of rotation, the strategy's `hop_steps`, then the pool back into
+    rotation and replication back as it was. `leaders` (`leading_servers`) are the first servers of the
+    first hop only: after it, every server of a database runs the same release."""
     no_replication, no_rotation = _skips(spec)
-    no_backup = None if spec.backup.enabled else "spec.backup.enabled is false"
-    firsts = first_servers(spec)
-    steps = [_step(StepName.PREFLIGHT, 0), _step(StepName.PLAN, 0), _step(StepName.RECORD_BASELINE, 0)]
+    steps = [new_step(StepName.PREFLIGHT, 0), new_step(StepName.PLAN, 0), new_step(StepName.RECORD_BASELINE, 0)]
     for hop in path:
         n = hop.number
-        steps.append(_step(StepName.DISABLE_REPLICATION, n, skip=no_replication))
-        steps.append(_step(StepName.TAKE_OUT_OF_ROTATION, n, skip=no_rotation))
-        for db in spec.databases:
-            first = firsts[db.name]
-            steps.append(_step(StepName.BACKUP_DATABASE, n, database=db.name, skip=no_backup))
-            steps.append(_step(StepName.INSTALL_FIRST_SERVER, n, server=first, database=db.name))
-            steps.append(_step(StepName.UPGRADE_SCHEMA, n, server=first, database=db.name))
-            steps.append(_step(StepName.VERIFY_SCHEMA, n, database=db.name))
-            steps.append(_step(StepName.HEALTH_CHECK, n, server=first))
-        for server in spec.servers():
-            if server.name not in firsts.values():
-                steps.append(_step(StepName.INSTALL_SERVER, n, server=server.name))
-                steps.append(_step(StepName.HEALTH_CHECK, n, server=server.name))
-        steps.append(_step(StepName.BRING_INTO_ROTATION, n, skip=no_rotation))
-        steps.append(_step(StepName.RESTORE_REPLICATION, n, skip=no_replication))
-        steps.append(_step(StepName.VERIFY_REPLICATION, n, skip=no_replication))
+        steps.append(new_step(StepName.DISABLE_REPLICATION, n, skip=no_replication))
+        steps.append(new_step(StepName.TAKE_OUT_OF_ROTATION, n, skip=no_rotation))
+        steps += hop_steps(spec, n, (leaders or {}) if n == 1 else {})
+        steps.append(new_step(StepName.BRING_INTO_ROTATION, n, skip=no_rotation))
+        steps.append(new_step(StepName.RESTORE_REPLICATION, n, skip=no_replication))
+        steps.append(new_step(StepName.VERIFY_REPLICATION, n, skip=no_replication))
     return tuple(steps)
 
 
 def rollback_steps(spec: UpgradePlanSpec, hop: int) -> tuple[StepStatus, ...]:
     """The steps that undo hop `hop`: isolate the servers, restore backups, reinstall, reconnect."""
     no_replication, no_rotation = _skips(spec)
-    steps = [_step(StepName.ROLLBACK_DISABLE_REPLICATION, hop, skip=no_replication),
-             _step(StepName.ROLLBACK_TAKE_OUT_OF_ROTATION, hop, skip=no_rotation)]
-    steps += [_step(StepName.RESTORE_BACKUP, hop, database=db.name) for db in spec.databases]
+    steps = [new_step(StepName.ROLLBACK_DISABLE_REPLICATION, hop, skip=no_replication),
+             new_step(StepName.ROLLBACK_TAKE_OUT_OF_ROTATION, hop, skip=no_rotation)]
+    steps += [new_step(StepName.RESTORE_BACKUP, hop, database=db.name) for db in spec.databases]
     for server in spec.servers():
-        steps.append(_step(StepName.REINSTALL_PREVIOUS, hop, server=server.name))
-        steps.append(_step(StepName.ROLLBACK_HEALTH_CHECK, hop, server=server.name))
-    steps += [_step(StepName.ROLLBACK_BRING_INTO_ROTATION, hop, skip=no_rotation),
-              _step(StepName.ROLLBACK_RESTORE_REPLICATION, hop, skip=no_replication),
-              _step(StepName.ROLLBACK_VERIFY_REPLICATION, hop, skip=no_replication)]
+        steps.append(new_step(StepName.REINSTALL_PREVIOUS, hop, server=server.name))
+        steps.append(new_step(StepName.ROLLBACK_HEALTH_CHECK, hop, server=server.name))
+    steps += [new_step(StepName.ROLLBACK_BRING_INTO_ROTATION, hop, skip=no_rotation),
+              new_step(StepName.ROLLBACK_RESTORE_REPLICATION, hop, skip=no_replication),
+              new_step(StepName.ROLLBACK_VERIFY_REPLICATION, hop, skip=no_replication)]
     return tuple(steps)
 
 
-def plan_hash(spec: UpgradePlanSpec, path: Sequence[Hop]) -> str:
-    """sha256 (hex) of the path and the topology: equal plans hash equal, across processes and releases."""
-    document = {
+# What the approval does not cover: when the plan works and how it is steered, not what it does.
+UNAPPROVED = frozenset({"paused", "retry", "abort", "maintenance_window"})
+
+
+def plan_hash(spec: UpgradePlanSpec, path: Sequence[Hop], database_targets: Mapping[str, str] | None = None,
+              leaders: Mapping[str, str] | None = None, found: Sequence[str] = ()) -> str:
+    """sha256 (hex) of what is approved: the path, every spec field but `UNAPPROVED`, the database each
+    connection string names (`database_targets`: SERVER/PORT/DATABASE, never a password), the `leaders`
+    that are not a database's default first server, and what the plan was `found` like and would leave so
+    (`safety.Deviations`), when there are any. Equal plans hash equal across processes and releases: the
+    spec is taken without its defaults, so a field a later release adds (with a default) leaves the hashes
+    of existing plans as they were."""
+    document: dict[str, object] = {
         "path": [[h.from_version, h.to_version] for h in path],
-        "servers": [[s.name, s.kind, s.url, s.database, s.load_balanced, s.role] for s in spec.servers()],
-        "databases": [[d.name, d.kind] for d in spec.databases],
-        "strategy": spec.strategy,
-        "backup": spec.backup.enabled,
-        "failurePolicy": spec.failure_policy,
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_defaults=True, exclude=set(UNAPPROVED)),
     }
-    if spec.replacements():  # strategy CleanInstall: the new servers and how clients move (absent otherwise)
-        document["replacements"] = [[r.old.name, r.new.name, r.new.url, r.method, r.virtual_host]
-                                    for r in spec.replacements()]
+    if database_targets is not None:
+        document["databaseTargets"] = {name: database_targets.get(name) for name in sorted(database_targets)}
+    default = first_servers(spec)
+    moved = {db: name for db, name in (leaders or {}).items() if default.get(db) != name}
+    if moved:
+        document["firstServers"] = sorted(moved.items())
+    if found:
+        document["found"] = list(found)
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -5,9 +5,12 @@ composes these functions and writes `status_patch(old, new)` (a JSON merge patch
 changed, so an idle loop never writes). Times are cut to whole seconds (RFC 3339 in the API), and a
 transaction that changes nothing returns a status equal to its input, so repeating one is harmless.
 
-Conditions follow Kubernetes conventions: one per type, `lastTransitionTime` moves only when `status`
-changes (a new reason or message alone does not move it), `observedGeneration` is the generation the
-status was computed for. `set_phase` keeps the phase and the phase-bound conditions in step.
+Conditions follow Kubernetes conventions (metav1.Condition, every field set): one per type,
+`lastTransitionTime` moves only when `status` changes (a new reason or message alone does not move it),
+`observedGeneration` is the generation the status was computed for. `set_phase` keeps the phase and the
+phase-bound conditions in step, kstatus's two among them: `Reconciling` is True while the plan is under
+way (also paused, awaiting approval or its window: not done yet), `Stalled` is True when it is over
+without reaching its target (Failed, RolledBack); `stalls.py` adds the loop's own stalls.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from .baseline import retired
 from .cutover import cutovers
 from .enums import (
     DONE_STATES,
-    ROLLBACK_STEPS,
+    STALLED_PHASES,
     ConditionStatus,
     ConditionType,
     Health,
@@ -28,12 +32,15 @@ from .enums import (
     ReplicationRole,
     ReplicationState,
     ServerPhase,
+    StepName,
     StepState,
 )
 from .models import (
     BackupRecord,
     Condition,
     DatabaseStatus,
+    ServedRecord,
+    Server,
     ServerStatus,
     StepKey,
     StepStatus,
@@ -41,11 +48,23 @@ from .models import (
     UpgradePlanStatus,
     status_to_wire,
 )
-from .observations import BackupObservation, Observations, redact
+from .observations import BackupObservation, Observations, ServerObservation, redact
 from .planning import lowest_version
 
 CONDITION_ORDER = tuple(ConditionType)
 MAX_MESSAGE = 4096
+# The loop's own stalls (`stalls.py`): they last until a turn goes through, whatever the phase says; and
+# a wait past its deadline (`control.past_deadline`), which lasts until the wait ends. Neither is the
+# phase's to clear, and while one holds the plan is not Reconciling (kstatus reads that first).
+LOOP_STALLS = frozenset({Reason.UNEXPECTED_ERROR, Reason.STATUS_WRITE_REFUSED})
+KEPT_STALLS = LOOP_STALLS | {Reason.PROGRESS_DEADLINE_EXCEEDED}
+
+
+def _order(condition: Condition) -> tuple[int, str]:
+    """Ours in the order of `ConditionType`, then any other writer's by type."""
+    if isinstance(condition.type, ConditionType):
+        return CONDITION_ORDER.index(condition.type), ""
+    return len(CONDITION_ORDER), condition.type
 
 
 def instant(now: datetime) -> datetime:
@@ -53,6 +72,11 @@ def instant(now: datetime) -> datetime:
     if now.tzinfo is None:
         raise ValueError("times must be timezone-aware")
     return now.replace(microsecond=0)
+
+
+def stamp(at: datetime | None) -> str:
+    """A time as messages say it: RFC 3339 in UTC (`2026-01-05T09:00:00Z`), as `kubectl` shows times."""
+    return at.isoformat().replace("+00:00", "Z") if at is not None else "an unknown time"
 
 
 def _text(message: str | None) -> str | None:
@@ -77,34 +101,40 @@ def set_condition(status: UpgradePlanStatus, kind: ConditionType, value: Conditi
                     observed_generation=status.observed_generation)
     if old == new:
         return status
-    others = [c for c in status.conditions if c.type is not kind]
-    ordered = sorted([*others, new], key=lambda c: CONDITION_ORDER.index(c.type))
+    others = [c for c in status.conditions if c.type != kind]
+    ordered = sorted([*others, new], key=_order)
     return status.model_copy(update={"conditions": tuple(ordered)})
 
 
+UNDER_WAY = frozenset({Phase.PLANNING, Phase.AWAITING_APPROVAL, Phase.BLOCKED, Phase.RUNNING, Phase.PAUSED,
+                       Phase.ROLLING_BACK, Phase.AWAITING_WINDOW})
 _PHASE_CONDITIONS: dict[ConditionType, frozenset[Phase]] = {
     ConditionType.READY: frozenset({Phase.SUCCEEDED}),
+    ConditionType.RECONCILING: UNDER_WAY,
     ConditionType.PROGRESSING: frozenset({Phase.PLANNING, Phase.RUNNING, Phase.ROLLING_BACK}),
     ConditionType.SUCCEEDED: frozenset({Phase.SUCCEEDED}),
     ConditionType.FAILED: frozenset({Phase.FAILED, Phase.ROLLED_BACK}),
     ConditionType.PAUSED: frozenset({Phase.PAUSED}),
     ConditionType.BLOCKED: frozenset({Phase.BLOCKED}),
     ConditionType.AWAITING_APPROVAL: frozenset({Phase.AWAITING_APPROVAL}),
+    ConditionType.AWAITING_WINDOW: frozenset({Phase.AWAITING_WINDOW}),
 }
 # When a condition stops holding, the reason it says so (by default the new phase).
 _ENDED_REASONS = {
     ConditionType.AWAITING_APPROVAL: (Reason.APPROVED, "the plan hash was approved"),
     ConditionType.PAUSED: (Reason.NOT_PAUSED, "resumed (spec.paused is false)"),
     ConditionType.BLOCKED: (Reason.NOT_BLOCKED, "no other plan holds this estate"),
+    ConditionType.AWAITING_WINDOW: (Reason.IN_WINDOW, "started within spec.maintenanceWindow"),
 }
 # What they say before they ever held.
 _NEVER_HELD = {
     ConditionType.AWAITING_APPROVAL: (Reason.NOT_AWAITING_APPROVAL, "no approval is pending"),
     ConditionType.PAUSED: (Reason.NOT_PAUSED, "spec.paused is false"),
     ConditionType.BLOCKED: (Reason.NOT_BLOCKED, "no other plan holds this estate"),
+    ConditionType.AWAITING_WINDOW: (Reason.NO_WINDOW, "not waiting for a maintenance window"),
 }
-_ALWAYS_SAY_PHASE = frozenset({ConditionType.READY, ConditionType.PROGRESSING, ConditionType.SUCCEEDED,
-                               ConditionType.FAILED})
+_ALWAYS_SAY_PHASE = frozenset({ConditionType.READY, ConditionType.RECONCILING, ConditionType.PROGRESSING,
+                               ConditionType.SUCCEEDED, ConditionType.FAILED})
 
 
 def set_phase(status: UpgradePlanStatus, phase: Phase, reason: str, message: str, now: datetime) -> UpgradePlanStatus:
@@ -114,9 +144,14 @@ def set_phase(status: UpgradePlanStatus, phase: Phase, reason: str, message: str
     and `message`; Ready, Progressing, Succeeded and Failed otherwise say the phase. Paused, Blocked and
     AwaitingApproval, once they end, keep saying how they ended (e.g. `Approved`) until they hold again.
     """
-    new = status.model_copy(update={"phase": phase, "message": _text(message)})
+    since = status.phase_since if phase is status.phase and status.phase_since is not None else instant(now)
+    new = status.model_copy(update={"phase": phase, "phase_since": since, "message": _text(message)})
+    stall = status.condition(ConditionType.STALLED)
+    kept = stall is not None and stall.status is ConditionStatus.TRUE and stall.reason in KEPT_STALLS
     for kind, phases in _PHASE_CONDITIONS.items():
         old = new.condition(kind)
+        if kind is ConditionType.RECONCILING and kept and phase not in STALLED_PHASES:
+            continue  # stalled, not reconciling, until the stall ends
         if phase in phases:
             new = set_condition(new, kind, True, reason, message, now)
         elif kind in _ALWAYS_SAY_PHASE:
@@ -127,13 +162,26 @@ def set_phase(status: UpgradePlanStatus, phase: Phase, reason: str, message: str
         elif old.status is not ConditionStatus.FALSE:
             ended_reason, ended_message = _ENDED_REASONS[kind]
             new = set_condition(new, kind, False, ended_reason, ended_message, now)
-    return new
+    return phase_stall(new, reason, message, now)
+
+
+def phase_stall(status: UpgradePlanStatus, reason: str, message: str, now: datetime) -> UpgradePlanStatus:
+    """`Stalled` as the phase says: True, with `reason` and `message`, for a plan over without reaching its
+    target; else False, unless the loop itself is stalled (that lasts until a turn goes through)."""
+    if status.phase in STALLED_PHASES:
+        return set_condition(status, ConditionType.STALLED, True, reason, message, now)
+    old = status.condition(ConditionType.STALLED)
+    if old is not None and old.status is ConditionStatus.TRUE and old.reason in KEPT_STALLS:
+        return status
+    return set_condition(status, ConditionType.STALLED, False, Reason.NOT_STALLED, f"phase {status.phase}", now)
 
 
 def observe_generation(status: UpgradePlanStatus, generation: int) -> UpgradePlanStatus:
+    """The status (and every condition) computed for `generation` of the spec."""
     if status.observed_generation == generation:
         return status
-    return status.model_copy(update={"observed_generation": generation})
+    conditions = tuple(c.model_copy(update={"observed_generation": generation}) for c in status.conditions)
+    return status.model_copy(update={"observed_generation": generation, "conditions": conditions})
 
 
 # ---------------------------------------------------------------- steps
@@ -208,10 +256,6 @@ def add_steps(status: UpgradePlanStatus, steps: Iterable[StepStatus]) -> Upgrade
     return status.model_copy(update={"steps": status.steps + extra}) if extra else status
 
 
-def rolling_back(status: UpgradePlanStatus) -> bool:
-    return any(s.name in ROLLBACK_STEPS and s.hop == status.current_hop for s in status.steps)
-
-
 # ---------------------------------------------------------------- servers and databases
 
 
@@ -264,8 +308,10 @@ def record_observations(status: UpgradePlanStatus, spec: UpgradePlanSpec, seen: 
         replication = ReplicationState.NONE if server.role is ReplicationRole.NONE else (
             ReplicationState.ENABLED if obs.replication_enabled else ReplicationState.DISABLED)
         online = obs.in_rotation if server.load_balanced else obs.phase is ServerPhase.RUNNING and obs.online
+        known = new.server(server.name)
+        since = None if online else (known.offline_since if known and known.offline_since else instant(now))
         new = record_server(new, server.name, kind=server.kind, version=obs.version, online=online,
-                            replication=replication, health=health)
+                            replication=replication, health=health, offline_since=since)
     for db in spec.databases:
         dbo = seen.databases.get(db.name)
         new = record_database(new, db.name, kind=db.kind, **({"schema_version": dbo.schema_version} if dbo else {}))
@@ -274,18 +320,50 @@ def record_observations(status: UpgradePlanStatus, spec: UpgradePlanSpec, seen: 
         current = lowest_version(spec.releases, versions)
         if current != new.current_version:
             new = new.model_copy(update={"current_version": current})
+    new = _served(new, spec, seen, now)
     moves = cutovers(new.cutovers, spec, seen, now)
     if moves != new.cutovers:
         new = new.model_copy(update={"cutovers": moves})
-    retired = {r.old.name for r in spec.replacements()  # strategy CleanInstall: replaced and offline
-               if r.old.name in seen.servers and not seen.servers[r.old.name].online}
-    disabled = [s.name for s in new.servers if s.name not in retired
-                and s.replication_before is ReplicationState.ENABLED and s.replication is ReplicationState.DISABLED]
+    gone = retired(spec, seen)  # strategy CleanInstall: replaced and offline
+    disabled = [s.name for s in new.servers if s.name not in gone
+                and new.replicated_before(s.name) and s.replication is ReplicationState.DISABLED]
     if disabled:
         return set_condition(new, ConditionType.REPLICATION_DISABLED, True, Reason.REPLICATION_DISABLED_FOR_UPGRADE,
                              "replication disabled for the upgrade on " + ", ".join(disabled), now)
     return set_condition(new, ConditionType.REPLICATION_DISABLED, False, Reason.REPLICATION_AS_BEFORE,
                          "replication is as it was before the plan", now)
+
+
+def _serves(status: UpgradePlanStatus, server: Server, obs: ServerObservation, version: str, hop: int) -> bool:
+    """`server` serves clients on `version`: load-balanced, back in rotation at it; else Running and online
+    at it once its health check of the hop confirmed (a server without a pool serves whenever it runs)."""
+    if obs.version != version:
+        return False
+    if server.load_balanced:
+        return obs.in_rotation
+    check = status.step(StepKey(StepName.HEALTH_CHECK, hop, server.name))
+    return obs.phase is ServerPhase.RUNNING and obs.online and check is not None and check.state is StepState.SUCCEEDED
+
+
+def _served(status: UpgradePlanStatus, spec: UpgradePlanSpec, seen: Observations, now: datetime) -> UpgradePlanStatus:
+    """Record, per database, when its clients were first seen served on the current hop's new release
+    (`databases[].newReleaseServed`): from then on the hop's backup is no longer restored (core/safety.py)."""
+    if not status.started or not 1 <= status.current_hop <= len(status.path):
+        return status
+    hop, version = status.current_hop, status.path[status.current_hop - 1].to_version
+    new = status
+    for db in spec.databases:
+        recorded = new.database(db.name)
+        if recorded is not None and recorded.new_release_served is not None \
+                and recorded.new_release_served.hop == hop:
+            continue
+        for server in (*spec.servers_of(db.name), *(r.new for r in spec.replacements() if r.old.database == db.name)):
+            obs = seen.servers.get(server.name)
+            if obs is not None and _serves(new, server, obs, version, hop):
+                mark = ServedRecord(hop=hop, version=version, server=server.name, since=instant(now))
+                new = record_database(new, db.name, new_release_served=mark)
+                break
+    return new
 
 
 # ---------------------------------------------------------------- printer columns and the patch

@@ -1,19 +1,8 @@
 """How each action and each outcome changes the status: the bookkeeping half of "decide, then act".
 
-The handler's loop, in full:
-
-    status = record_observations(observe_generation(status, generation), spec, seen, now)
-    action = decide(spec, status, seen, now, approval=annotation)
-    status = apply_decision(status, action, now)          # write status_patch(...) before any effect
-    if action.effect:
-        try:    result = await execute(action)             # adapters; BackupDatabase returns the backup
-        except TransientError as e: status = apply_error(status, action, e, now)   # retry later
-        except PermanentError as e: status = apply_error(status, action, e, now)   # step Failed
-        else:   status = apply_result(status, action, result, now)
-        # write status_patch(...) again; then sleep requeue_after(action) and loop
-
-Writing the status *before* an effect is what lets `decide()` tell, after a crash, that an effect may
-have been asked for (its step is Running) and check the estate before asking again.
+`apply_decision` records an action as decided (a record whole; an effect marks its step Running, to be
+written before the effect is carried out); `apply_result` and `apply_error` record what an effect gave.
+The order they are called in, each turn, is `turn.py`'s.
 """
 
 from __future__ import annotations
@@ -21,15 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from .actions import (
-    EFFECT_TYPES,
     Action,
     AdvanceHop,
     AwaitApproval,
+    AwaitWindow,
     BackupDatabase,
     BeginRollback,
     Block,
     CompleteStep,
     ComputePlan,
+    Effect,
     Fail,
     FinishRollback,
     Idle,
@@ -38,13 +28,15 @@ from .actions import (
     RecordBaseline,
     RestoreBackup,
     Succeed,
+    UpgradeSchema,
     Wait,
     describe,
     steps_of,
 )
-from .enums import DONE_STATES, ConditionType, Phase, Reason, StepName, StepState
-from .models import StepKey, UpgradePlanStatus
-from .observations import BackupObservation, PermanentError, TransientError, UpgradeError, Where
+from .enums import ConditionType, Phase, Reason, StepName, StepState
+from .hop_summary import summarise_hop
+from .models import BASELINE, StepKey, UpgradePlanStatus
+from .observations import NOT_SENT, BackupObservation, PermanentError, TransientError, UpgradeError, Where
 from .status import (
     add_steps,
     fail_step,
@@ -54,21 +46,31 @@ from .status import (
     record_backup,
     record_server,
     reset_running_steps,
-    rolling_back,
     set_condition,
     set_phase,
+    stamp,
     start_step,
     with_display,
 )
 
-BASELINE = StepKey(StepName.RECORD_BASELINE, 0)
-
 
 def _working_phase(status: UpgradePlanStatus) -> Phase:
-    if rolling_back(status):
+    if status.rolling_back:
         return Phase.ROLLING_BACK
-    baseline = status.step(BASELINE)
-    return Phase.RUNNING if baseline is not None and baseline.state in DONE_STATES else Phase.PLANNING
+    return Phase.RUNNING if status.started else Phase.PLANNING
+
+
+ROLLBACK_HEADLINE = "rolling back hop "
+
+
+def _working(status: UpgradePlanStatus, reason: str, message: str, now: datetime) -> UpgradePlanStatus:
+    """`set_phase` to the working phase, saying `message`; while a hop is rolled back the status keeps
+    saying why, and what the rollback loses (which backup, taken when), whatever step runs: the steps say
+    their own progress, and several actions recorded in one write must not bury it."""
+    phase = _working_phase(status)
+    if phase is Phase.ROLLING_BACK and (status.message or "").startswith(ROLLBACK_HEADLINE):
+        message = status.message or message
+    return set_phase(status, phase, reason, message, now)
 
 
 def _key_of(where: Where) -> StepKey | None:
@@ -112,6 +114,15 @@ def _fail(status: UpgradePlanStatus, reason: Reason, where: Where, message: str,
     return new
 
 
+def _requested(status: UpgradePlanStatus, key: StepKey, now: datetime) -> UpgradePlanStatus:
+    """Record that the step's irreversible request was sent (once: the first time stays)."""
+    step = status.step(key)
+    if step is None or step.requested_at is not None:
+        return status
+    steps = tuple(s.model_copy(update={"requested_at": instant(now)}) if s.key == key else s for s in status.steps)
+    return status.model_copy(update={"steps": steps})
+
+
 def apply_decision(status: UpgradePlanStatus, action: Action, now: datetime) -> UpgradePlanStatus:
     """The status once `action` is decided: records are applied whole, effects mark their step Running."""
     match action:
@@ -119,40 +130,44 @@ def apply_decision(status: UpgradePlanStatus, action: Action, now: datetime) -> 
             return status
         case ComputePlan():
             new = _plan(status, action, now)
-        case AwaitApproval(message=message):
-            new = set_phase(status, Phase.AWAITING_APPROVAL, Reason.AWAITING_APPROVAL, message, now)
+        case AwaitApproval(message=message, reason=reason):
+            new = set_phase(status, Phase.AWAITING_APPROVAL, reason, message, now)
         case Block(message=message):
             new = set_phase(status, Phase.BLOCKED, Reason.BLOCKED, message, now)
+        case AwaitWindow(reason=reason, message=message, next_start=next_start):
+            new = status.model_copy(update={"next_window_start": instant(next_start) if next_start else None})
+            new = set_phase(new, Phase.AWAITING_WINDOW, reason, message, now)
         case Pause(message=message):
             new = reset_running_steps(status, "paused here; resumes here")
             new = set_phase(new, Phase.PAUSED, Reason.PAUSED, message, now)
         case RecordBaseline():
             new = _baseline(status, action, now)
         case AdvanceHop(hop=hop, from_version=f, to_version=t):
-            new = status.model_copy(update={"current_hop": hop})
+            new = summarise_hop(status, hop - 1).model_copy(update={"current_hop": hop})
             new = set_phase(new, Phase.RUNNING, Reason.RUNNING, f"hop {hop}/{len(status.path)}: {f} -> {t}", now)
         case CompleteStep(step=step, message=message, skipped=skipped):
             new = finish_step(status, step, now, message, skipped=skipped)
-            new = set_phase(new, _working_phase(new), Reason.IN_PROGRESS, f"{step}: {message}", now)
+            new = _working(new, Reason.IN_PROGRESS, f"{step}: {message}", now)
         case RecordBackup(step=step, backup=backup):
             new = record_backup(status, step.database or "", step.hop, backup, now)
             new = finish_step(new, step, now, f"backup {backup.id} verified")
-            new = set_phase(new, _working_phase(new), Reason.IN_PROGRESS, f"{step}: backup {backup.id} verified", now)
+            new = _working(new, Reason.IN_PROGRESS, f"{step}: backup {backup.id} verified", now)
         case Wait(reason=reason, message=message, steps=steps):
             new = status
             for key in steps:
                 new = start_step(new, key, now, message)
-            new = set_phase(new, _working_phase(new), reason, message, now)
+            new = _working(new, reason, message, now)
         case Succeed(message=message):
             new = status.model_copy(update={"completed_at": instant(now), "current_version": status.target_version})
             new = set_phase(new, Phase.SUCCEEDED, Reason.SUCCEEDED, message, now)
-        case Fail(reason=reason, where=where, message=message):
-            new = _fail(status, reason, where, message, now).model_copy(update={"completed_at": instant(now)})
+        case Fail(reason=reason, where=where, message=message, cause=failed_on):
+            new = _fail(status, failed_on or reason, where, message, now)
+            new = new.model_copy(update={"completed_at": instant(now)})
             new = set_phase(new, Phase.FAILED, reason, f"failed at {where}: {message}", now)
         case BeginRollback(reason=reason, where=where, message=message, steps=steps):
             new = add_steps(_fail(status, reason, where, message, now), steps)
             new = set_phase(new, Phase.ROLLING_BACK, Reason.ROLLING_BACK,
-                            f"rolling back hop {status.current_hop} after {reason} at {where}: {message}", now)
+                            f"{ROLLBACK_HEADLINE}{status.current_hop} after {reason} at {where}: {message}", now)
         case FinishRollback(message=message):
             cause = next((s for s in reversed(status.steps) if s.state is StepState.FAILED
                           and s.hop == status.current_hop), None)
@@ -162,7 +177,9 @@ def apply_decision(status: UpgradePlanStatus, action: Action, now: datetime) -> 
         case _:
             (key,) = steps_of(action)
             new = start_step(status, key, now, describe(action))
-            new = set_phase(new, _working_phase(new), Reason.IN_PROGRESS, describe(action), now)
+            new = _working(new, Reason.IN_PROGRESS, describe(action), now)
+    if new.next_window_start is not None and new.phase is not Phase.AWAITING_WINDOW:
+        new = new.model_copy(update={"next_window_start": None})  # not waiting for a window (any more)
     return with_display(new)
 
 
@@ -170,7 +187,7 @@ def apply_result(status: UpgradePlanStatus, action: Action, result: BackupObserv
                  now: datetime) -> UpgradePlanStatus:
     """The status once an effect was carried out. Only a backup or a restore ends its step here: every
     other step ends when the estate is seen to have changed (`CompleteStep`)."""
-    if not isinstance(action, EFFECT_TYPES):
+    if not isinstance(action, Effect):
         return status
     match action:
         case BackupDatabase(step=step, database=database):
@@ -181,19 +198,31 @@ def apply_result(status: UpgradePlanStatus, action: Action, result: BackupObserv
                 new = record_backup(status, database, step.hop, result, now)
                 new = finish_step(new, step, now, f"backup {result.id} verified")
         case RestoreBackup(step=step, database=database, backup_id=backup_id):
-            new = finish_step(status, step, now, f"{database} restored from backup {backup_id}")
+            new = finish_step(status, step, now, f"{database} restored from backup {backup_id}; "
+                                                 + _lost_since(status, database, now))
+        case UpgradeSchema(step=step):
+            new = note_step(_requested(status, step, now), step, f"{describe(action)}: requested")
         case _:
             new = note_step(status, action.step, f"{describe(action)}: requested")
     return with_display(new)
 
 
+def _lost_since(status: UpgradePlanStatus, database: str, now: datetime) -> str:
+    recorded = status.database(database)
+    taken = recorded.last_backup.taken_at if recorded and recorded.last_backup else None
+    return f"user data written to it from {stamp(taken)} to {stamp(instant(now))} is lost"
+
+
 def apply_error(status: UpgradePlanStatus, action: Action, error: UpgradeError, now: datetime) -> UpgradePlanStatus:
     """A transient error leaves the step Running (decide() will ask again, within the step's timeout); a
     permanent one fails the step, and the next decide() applies the failure policy."""
-    if not isinstance(action, EFFECT_TYPES):
+    if not isinstance(action, Effect):
         return status
     if isinstance(error, TransientError):
-        new = note_step(status, action.step, f"retrying: {error.message}")
+        new = status
+        if isinstance(action, UpgradeSchema) and error.rule != NOT_SENT:  # it may have arrived: asked once
+            new = _requested(new, action.step, now)
+        new = note_step(new, action.step, f"retrying: {error.message}")
         new = set_phase(new, _working_phase(new), Reason.RETRYING, f"{describe(action)}: {error.message}", now)
     else:
         rule = f" (rule {error.rule})" if isinstance(error, PermanentError) and error.rule else ""
@@ -208,5 +237,6 @@ def reject_spec(status: UpgradePlanStatus, message: str, now: datetime) -> Upgra
     if _working_phase(status) is Phase.PLANNING and status.phase not in (Phase.FAILED, Phase.ROLLED_BACK):
         new = set_phase(status, Phase.PENDING, Reason.INVALID_SPEC, f"invalid spec: {message}", now)
         new = set_condition(new, ConditionType.READY, False, Reason.INVALID_SPEC, f"invalid spec: {message}", now)
+        new = set_condition(new, ConditionType.STALLED, True, Reason.INVALID_SPEC, f"invalid spec: {message}", now)
         return with_display(new)
     return apply_decision(status, Fail(Reason.INVALID_SPEC, Where(), f"invalid spec: {message}"), now)

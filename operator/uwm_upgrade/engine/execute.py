@@ -8,31 +8,36 @@ or `PermanentError` (the step fails, the failure policy applies), with where it 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
 from ..adapters.database import DatabaseError
 from ..adapters.servers import ServerError
 from ..core.actions import (
+    AddFailoverServer,
+    AddVirtualHost,
     BackupDatabase,
     BringIntoRotation,
+    BringOnline,
+    ClosePortal,
+    DeployPolicy,
     DisableReplication,
     Effect,
     InstallServer,
+    MakeDefaultWebsite,
+    RedeployDeploymentAgent,
+    RemoveFailoverServer,
     RestoreBackup,
     RestoreReplication,
+    SwitchDnsRecord,
+    TakeOffline,
     TakeOutOfRotation,
     UpgradeSchema,
 )
-from ..core.client_actions import (
-    AddFailoverServer,
-    AddVirtualHost,
-    BringOnline,
-    DeployPolicy,
-    RedeployDeploymentAgent,
-    RemoveFailoverServer,
-    SwitchDnsRecord,
-    TakeOffline,
-)
+from ..core.enums import ReplicationRole
 from ..core.models import UpgradePlanSpec
 from ..core.observations import BackupObservation, PermanentError, TransientError, UpgradeError, Where
+from .credentials import license_fingerprint
 from .observe import Estate
 
 
@@ -46,6 +51,34 @@ def _translate(exc: ServerError | DatabaseError, where: Where) -> UpgradeError:
     return TransientError(where, str(exc)) if exc.transient else PermanentError(where, str(exc))
 
 
+async def _backup_still_verifies(estate: Estate, database: str, bid: str, where: Where) -> None:
+    """The gate of a schema upgrade: the hop's backup is verified again just before (RESTORE VERIFYONLY or
+    its checksum); one that is gone or no longer verifies stops the migration before it is asked for."""
+    info = await estate.databases[database].verify_backup(bid)
+    if info is None or not info.verified:
+        state = "is missing" if info is None else "no longer verifies"
+        raise PermanentError(Where(where.hop, where.step, where.server, database),
+                             f"backup {bid} of {database} {state}: the schema is not upgraded without a verified"
+                             " backup to restore; retry the plan to take a new one")
+
+
+def _license(estate: Estate, name: str, wanted: str | None, where: Where) -> str:
+    """The license text decided on (by its fingerprint); a Secret changed in between is read again first."""
+    text = estate.licenses.get(name)
+    if text is None or license_fingerprint(text) != wanted:
+        raise TransientError(where, f"the license of {name} changed since it was decided on ({wanted}):"
+                                    " deciding again with the Secret as it is now")
+    return text
+
+
+async def _each(names: Sequence[str], done: Sequence[str], call: Callable[[str], Awaitable[None]]) -> None:
+    """`call` for each of `names` but those `done`, at once; the first failure is raised once all ended."""
+    results = await asyncio.gather(*(call(n) for n in names if n not in done), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 async def execute(estate: Estate, spec: UpgradePlanSpec, action: Effect) -> BackupObservation | None:
     """Do ``action``; return the backup for a BackupDatabase, else None. Raises UpgradeError subclasses."""
     step = action.step
@@ -55,16 +88,21 @@ async def execute(estate: Estate, spec: UpgradePlanSpec, action: Effect) -> Back
         match action:
             case DisableReplication(servers=names) | RestoreReplication(servers=names):
                 enabled = isinstance(action, RestoreReplication)
-                for name in names:  # in the order given: the Master first
+                masters = [n for n in names if spec.server(n).role is ReplicationRole.MASTER]
+                for name in masters:  # the Master first, then its Subscribers at once
                     await client.set_replication(name, spec.server(name).url, enabled)
+                await _each(names, masters, lambda n: client.set_replication(n, spec.server(n).url, enabled))
             case TakeOutOfRotation(servers=names) | BringIntoRotation(servers=names):
                 in_rotation = isinstance(action, BringIntoRotation)
-                for name in names:
-                    await client.set_rotation(name, spec.server(name).url, in_rotation)
+                await _each(names, [], lambda n: client.set_rotation(n, spec.server(n).url, in_rotation))
             case InstallServer(server=name, version=version):
                 await client.install(name, spec.server(name).url, version)
-            case UpgradeSchema(server=name, database=database):
+            case UpgradeSchema(server=name, database=database, backup_id=bid):
+                if bid is not None:
+                    await _backup_still_verifies(estate, database, bid, where)
                 await client.portal_update_selected(name, spec.server(name).url, [database])
+            case ClosePortal(server=name):
+                await client.portal_close(name, spec.server(name).url)
             case BackupDatabase(database=database, backup_id=bid):
                 info = await estate.databases[database].backup(bid)
                 return BackupObservation(info.id, info.verified, info.taken_at, info.schema_version)
@@ -78,8 +116,13 @@ async def execute(estate: Estate, spec: UpgradePlanSpec, action: Effect) -> Back
                 await client.change_clients(name, via, "remove-failover-server", url=url)
             case AddVirtualHost(agent=name, agent_url=url, host=host):
                 await client.change_clients(name, url, "add-virtual-host", url=url, host=host)
-            case RedeployDeploymentAgent(agent=name, agent_url=via, url=url):
+            case RedeployDeploymentAgent(agent=name, agent_url=via, url=url, license=None):
                 await client.change_clients(name, via, "redeploy-deployment-agent", url=url)
+            case RedeployDeploymentAgent(agent=name, agent_url=via, url=url, license=wanted):
+                await client.change_clients(name, via, "redeploy-deployment-agent", url=url,
+                                            license=_license(estate, name, wanted, where))
+            case MakeDefaultWebsite(agent=name, agent_url=via, host=host, url=url):
+                await client.change_clients(name, via, "make-default-website", host=host, url=url)
             case DeployPolicy(agent=name, agent_url=via, urls=urls):
                 await client.change_clients(name, via, "deploy-policy", urls=list(urls))
             case SwitchDnsRecord(agent=name, agent_url=via, host=host, url=url):

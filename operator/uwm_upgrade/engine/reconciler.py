@@ -1,39 +1,92 @@
 """The loop that drives one UpgradePlan: observe, decide, record, act, record — until the plan is over.
 
-One loop per plan runs in a kopf daemon. The status is written (a minimal merge patch, nothing when
-nothing changed) *before* every effect, so a crash at any instant leaves a record saying what may have
-been asked; the next loop, in this process or the next, observes the estate and lets `decide()` tell
-whether it happened. Waits are the ones `decide()` asks for (bounded by `healthCheck.periodSeconds` and
-the operator's poll interval) and end early when the plan's spec or annotations change.
+One loop per plan runs in a kopf daemon; each turn is the core's (`core/turn.py`), and this module does
+only its I/O: observing, the status patch, the Events, the effects, the metrics. The status is written
+(one JSON patch of the items that changed, nothing when nothing changed) *before* every effect, so a
+crash at any instant leaves a record saying what may have been asked; the next loop, in this process or
+the next, observes the estate and lets `decide()` tell whether it happened. The turn's effects run
+concurrently. A change of wording only (a message) is held back, for at most `WORDING_SECONDS`, to go
+with the next write, unless an effect follows. Events are posted beside the loop (`announce.py`).
+
+The loop sleeps until the earliest of: what `decide()` asked for (the first awaited moment: a period of
+a status page, a step's timeout), a change of any watched server's state (`watch.py`: one long poll per
+server), and a change of the plan's spec or annotations. It never sleeps longer than the poll interval
+while an agent cannot be long-polled.
+
+Only the leader acts (`leader.py`): the loop runs while this process leads the plan's namespace and
+checks it again before every status write and every effect. Every status write carries the
+resourceVersion this loop last read or wrote, and an effect is preceded by a write (an empty one if
+nothing changed), so if anyone else wrote the plan in between the API server answers 409 and the loop
+re-reads the plan and decides again before it does anything (fencing).
+
+No exception ends the loop: a turn that fails on the Kubernetes API is retried with a short backoff
+(capped at a few seconds: an outage costs little more than itself); any other error, mapped or not,
+sets `Stalled=True` on the plan with the error's type, where it was raised and its redacted message,
+posts a Warning Event once per distinct error, and is retried with a longer backoff; the next turn that
+goes through clears it. Observing has a deadline, and so has every effect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import traceback
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
-from ..adapters.database import Database
-from ..adapters.kube import Kube, KubeError
-from ..adapters.servers import ServerClient
-from ..core.actions import EFFECT_TYPES, Action, Idle, describe, requeue_after
+from ..adapters.kube import ConflictError, KubeError
+from ..core.actions import (
+    Action,
+    BackupDatabase,
+    ClientEffect,
+    ClosePortal,
+    Effect,
+    Idle,
+    InstallServer,
+    RestoreBackup,
+    ServersEffect,
+    UpgradeSchema,
+    describe,
+)
 from ..core.context import Limits
-from ..core.decide import decide
-from ..core.enums import TERMINAL_PHASES, Phase, StepState
-from ..core.models import SpecError, UpgradePlanSpec, UpgradePlanStatus, parse_spec, parse_status
+from ..core.control import retry_pending
+from ..core.enums import TERMINAL_PHASES, Phase, Reason
+from ..core.models import SpecError, UpgradePlanSpec, UpgradePlanStatus, parse_spec, parse_status, status_to_wire
 from ..core.observations import ObservationGap, Observations, TransientError, UpgradeError, Where, redact
-from ..core.status import observe_generation, record_observations, status_patch
-from ..core.transitions import apply_decision, apply_error, apply_result, reject_spec
+from ..core.stalls import stall_event, stalled, unstalled
+from ..core.status import observe_generation
+from ..core.turn import Outcome, after_effect, before_effect, events_between, next_turn_in, spec_rejected
+from ..core.wire_patch import only_wording, status_ops, wire_ops
 from . import metrics
+from .announce import Announcer
 from .execute import execute
 from .observe import Estate, observe
 from .overlap import competing_plans
+from .runtime import Runtime, reach, time_zone, utcnow
+from .timers import Backoff, StepTimers
+from .watch import EstateWatch
 
 APPROVE_ANNOTATION = "upgrade.uwm.io/approve"
 PHASES = [p.value for p in Phase]
+OVER_SECONDS = 300.0  # a plan that is over: look again this often, or as soon as its spec changes
+OBSERVE_SECONDS = 120.0  # one pass over the estate (each call has its own, shorter, timeout)
+KUBE_BACKOFF_CAP = 5.0  # the API server unreachable: look again often, the outage costs little more than itself
+ERROR_BACKOFF_CAP = 60.0  # an error retrying cannot quickly cure (a bug, a refused write, a broken answer)
+WORDING_SECONDS = 10.0  # a change of wording only waits at most this long for the next write
+WAKE_CHECK_SECONDS = 0.25  # how often a sleeping loop looks at its spec and its stop flag
+DEFER_SECONDS = 1.0  # a turn without effects leaves its record to the next turn for at most this long
+GATHER_SECONDS = 0.01  # woken by a change, the loop waits this long for the changes that come with it
+
+
+class LeadershipLost(Exception):  # noqa: N818 (a signal, not a failure)
+    """This process no longer leads the plan's namespace: stop before the next write or effect."""
+
+
+class StatusWriteRefusedError(KubeError):
+    """The API server refused a status write for good (422 invalid, 413 too large, 403 forbidden)."""
 
 
 class StopFlag(Protocol):
@@ -42,58 +95,9 @@ class StopFlag(Protocol):
     def wait(self, timeout: float | None = None) -> Awaitable[Any]: ...
 
 
-@dataclass
-class Runtime:
-    """Process-wide state: the Kubernetes adapter, one HTTP client per agent token, the loop's limits."""
-
-    kube: Kube
-    limits: Limits = field(default_factory=lambda: Limits(poll_seconds=1.0, idle_seconds=5.0))
-    clients: dict[str, ServerClient] = field(default_factory=dict)
-    estates: dict[str, Estate] = field(default_factory=dict)
-    loops: set[str] = field(default_factory=set)  # uids of the plans whose loop runs in this process
-
-    secrets: dict[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)
-    secret_ttl: float = 15.0
-
-    async def secret(self, namespace: str, name: str, key: str) -> str:
-        """A Secret's value, re-read at most every `secret_ttl` seconds (a rotated Secret is picked up)."""
-        now = asyncio.get_running_loop().time()
-        cached = self.secrets.get((namespace, name, key))
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        value = await self.kube.secret_value(namespace, name, key)
-        self.secrets[(namespace, name, key)] = (now + self.secret_ttl, value)
-        return value
-
-    def client(self, token: str) -> ServerClient:
-        if token not in self.clients:
-            self.clients[token] = ServerClient(token)
-        return self.clients[token]
-
-    async def close(self) -> None:
-        for c in self.clients.values():
-            await c.close()
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-async def estate_for(runtime: Runtime, uid: str, namespace: str, spec: UpgradePlanSpec) -> Estate:
-    """Reach the plan's estate with the credentials of its Secrets; health streaks are kept per plan."""
-    token = await runtime.secret(namespace, spec.agent_secret_ref.name, spec.agent_secret_ref.key)
-    dbs = {}
-    for db in spec.databases:
-        ref = db.connection_secret_ref
-        dbs[db.name] = Database(db.name, await runtime.secret(namespace, ref.name, ref.key))
-    old = runtime.estates.get(uid)
-    estate = Estate(runtime.client(token), dbs, old.health if old else {})
-    runtime.estates[uid] = estate
-    return estate
-
-
 class Plan:
-    """One plan's loop state: what was last written, so only real changes are sent."""
+    """One plan's loop state: what was last written (and at which resourceVersion), so only real changes
+    are sent and every write is fenced."""
 
     def __init__(self, runtime: Runtime, body: Mapping[str, Any], logger: logging.Logger | logging.LoggerAdapter[Any]):
         self.runtime = runtime
@@ -105,7 +109,19 @@ class Plan:
         self.uid: str = meta.get("uid", self.name)
         self.written = parse_status(_dict(body.get("status")))
         self.status = self.written
+        # the status as the API server holds it, in its wire form (None: none yet; the first write adds it
+        # whole): what the next JSON patch is made against
+        self.on_server: dict[str, Any] | None = _dict(body["status"]) if body.get("status") is not None else None
+        self.resource_version: str | None = meta.get("resourceVersion")
+        self.timers = runtime.timers.setdefault(self.uid, StepTimers())
+        self.watch = runtime.watches.setdefault(self.uid, EstateWatch())
+        self.announcer = Announcer(runtime.kube, body)
         self.writes = 0
+        self.last_write = -WORDING_SECONDS  # monotonic
+        self.stall_note: str | None = None  # the last stall announced by an Event
+        self.observed_gaps = False
+        self.deferred: tuple[UpgradePlanStatus, ...] = ()  # statuses of turns whose record was left to the next
+        self.decided_on = self._fingerprint()  # the spec generation and approval the turn decides on
 
     @property
     def generation(self) -> int:
@@ -121,125 +137,345 @@ class Plan:
         base = self.runtime.limits
         return replace(base, poll_seconds=min(base.poll_seconds, period))
 
-    async def write(self) -> None:
-        patch = status_patch(self.written, self.status)
-        if patch is None:
-            metrics.STATUS_WRITES_SKIPPED.inc()
-            return
-        await self.runtime.kube.patch_status(self.namespace, self.name, patch)
-        self.writes += 1
-        metrics.STATUS_WRITES.inc()
-        await self._announce(self.written, self.status)
-        self.written = self.status
+    def fence(self) -> None:
+        """Raise `LeadershipLost` unless this process leads the plan's namespace right now."""
+        if not self.runtime.leadership.leading(self.namespace):
+            raise LeadershipLost(self.namespace)
 
-    async def _announce(self, old: UpgradePlanStatus, new: UpgradePlanStatus) -> None:
-        """An Event per step start, end and failure, per cut-over stage, and per phase change; step metrics."""
-        before = {s.key: s.state for s in old.steps}
-        for step in new.steps:
-            if before.get(step.key) == step.state or step.state is StepState.PENDING:
-                continue
-            kind = "Warning" if step.state is StepState.FAILED else "Normal"
-            reason = {StepState.RUNNING: "StepStarted", StepState.SUCCEEDED: "StepSucceeded",
-                      StepState.FAILED: "StepFailed", StepState.SKIPPED: "StepSkipped"}[step.state]
-            note = f"hop {step.hop}: {step.key}" + (f": {step.message}" if step.message else "")
-            await self.runtime.kube.event(dict(self.body), kind, reason, redact(note))
-            if step.state in (StepState.SUCCEEDED, StepState.FAILED):
-                metrics.STEPS.labels(step.name.value, step.state.value).inc()
-                if step.started_at and step.finished_at:
-                    seconds = (step.finished_at - step.started_at).total_seconds()
-                    metrics.STEP_SECONDS.labels(step.name.value).observe(max(seconds, 0.0))
-        seen = {c.server: c for c in old.cutovers or ()}  # strategy CleanInstall: each server's cut-over
-        for cut in new.cutovers or ():
-            was = seen.get(cut.server)
-            for stage, reason in (("new_server_online_at", "NewServerOnline"), ("clients_moved_at", "ClientsMoved"),
-                                  ("old_server_offline_at", "OldServerOffline")):
-                if getattr(cut, stage) is not None and (was is None or getattr(was, stage) is None):
-                    note = f"{cut.server} -> {cut.replacement} ({cut.old_url} -> {cut.new_url}): {cut.message}"
-                    await self.runtime.kube.event(dict(self.body), "Normal", reason, redact(note))
-        if old.phase != new.phase:
-            kind = "Warning" if new.phase in (Phase.FAILED, Phase.BLOCKED) else "Normal"
-            await self.runtime.kube.event(dict(self.body), kind, new.phase.value, redact(new.message or new.phase))
-            metrics.set_phase(self.namespace, self.name, new.phase.value, PHASES)
+    async def refresh(self) -> None:
+        """Re-read the plan and start again from the status the API server has (after a 409, a new term)."""
+        fresh = await self.runtime.kube.get_plan(self.namespace, self.name)
+        self.written = self.status = parse_status(_dict(fresh.get("status")))
+        self.on_server = _dict(fresh["status"]) if fresh.get("status") is not None else None
+        self.resource_version = (fresh.get("metadata") or {}).get("resourceVersion")
+
+    async def close(self) -> None:
+        """The loop ends: its Events get a few seconds to be posted; its watchers stop."""
+        await self.announcer.close()
+        watch = self.runtime.watches.pop(self.uid, None)
+        if watch is not None:
+            await watch.close()
+
+    def forget_unwritten(self) -> None:
+        """After a failed turn: what is recorded is what was last written, nothing more."""
+        self.status = self.written
+
+    async def write(self, fence: bool = False, passed: tuple[UpgradePlanStatus, ...] = (),
+                    urgent: bool = False) -> None:
+        """Send what changed (a JSON patch of the items that changed), at the resourceVersion last seen; a
+        change of wording only waits up to `WORDING_SECONDS` for the next write, unless `urgent` (what an
+        effect's failure says). With `fence` (an effect follows) everything is sent, and something is sent
+        even when nothing changed (an empty patch at that version: the API server says 409 if anyone wrote
+        the plan since). `passed`: the statuses the turn went through, whose phase changes are announced
+        too."""
+        ops = wire_ops(self.on_server, status_to_wire(self.status))
+        now = asyncio.get_running_loop().time()
+        if not ops:
+            metrics.STATUS_WRITES_SKIPPED.inc()
+            if not fence:
+                return
+        elif (not (fence or urgent) and now - self.last_write < WORDING_SECONDS
+              and only_wording(self.written, self.status)):
+            metrics.STATUS_WRITES_HELD.inc()
+            return
+        self.fence()
+        try:
+            try:
+                res = await self.runtime.kube.patch_status_ops(self.namespace, self.name, ops, self.resource_version)
+            except ConflictError:
+                if not await self._written_since_by_metadata_only():
+                    raise
+                ops = wire_ops(self.on_server, status_to_wire(self.status))
+                res = await self.runtime.kube.patch_status_ops(self.namespace, self.name, ops, self.resource_version)
+        except ConflictError:
+            raise
+        except KubeError as exc:
+            if exc.transient:
+                raise
+            raise StatusWriteRefusedError(str(exc), False, exc.status) from None
+        self.resource_version = (res.get("metadata") or {}).get("resourceVersion") or self.resource_version
+        if not ops:
+            return
+        self.writes += 1
+        self.last_write = now
+        metrics.STATUS_WRITES.inc()
+        self._announce(self.written, self.status, passed)
+        self.written, self.on_server = self.status, status_to_wire(self.status)
+        metrics.show_plan(self.namespace, self.name, self.status)
+
+    def _may_defer(self) -> bool:
+        """Whether this turn, which has no effect, may leave its record to the next: a watched server
+        changed while it ran (so the next turn starts at once, and writes), the plan is not over, and the
+        last write is recent. A record is what was seen and decided, never what was asked: whatever an
+        effect may have started is written, fenced, before the effect, so a crash in between loses only
+        what the next look sees again."""
+        recent = asyncio.get_running_loop().time() - self.last_write < DEFER_SECONDS
+        return self.watch.changed.is_set() and recent and self.status.phase not in TERMINAL_PHASES
+
+    async def _written_since_by_metadata_only(self) -> bool:
+        """After a 409: whether the plan was written since only in what this turn did not decide on (kopf's
+        annotations, a label): its status as last written, its generation and approval as decided on. Then
+        the write is made again at the new version (True); else the loop re-reads and decides again."""
+        fresh = await self.runtime.kube.get_plan(self.namespace, self.name)
+        meta = fresh.get("metadata") or {}
+        seen = (meta.get("generation"), (meta.get("annotations") or {}).get(APPROVE_ANNOTATION))
+        status = fresh.get("status")
+        if seen != self.decided_on or (status is None) != (self.on_server is None):
+            return False
+        if status_ops(self.written, parse_status(_dict(status))):
+            return False
+        self.on_server = _dict(status) if status is not None else None
+        self.resource_version = meta.get("resourceVersion") or self.resource_version
+        return True
+
+    def _announce(self, old: UpgradePlanStatus, new: UpgradePlanStatus, passed: tuple[UpgradePlanStatus, ...]) -> None:
+        """Queue the Events the change means (the core's `events_between`); step and phase metrics."""
+        for event in events_between(old, new, passed):
+            self.announcer.post(event.type.value, event.reason.value, event.note)
+            ended, seconds = event.ended, event.seconds
+            if ended is not None:
+                metrics.STEPS.labels(ended.name.value, ended.state.value).inc()
+                if seconds is not None:
+                    metrics.STEP_SECONDS.labels(ended.name.value).observe(seconds)
+            if event.phase is not None:
+                metrics.set_phase(self.namespace, self.name, event.phase.value, PHASES)
+        stall = stall_event(old, new)
+        if stall is not None:
+            self.stall_note = stall.note
+            self.announcer.post(stall.type.value, stall.reason.value, stall.note)
+
+    async def stall(self, reason: Reason, message: str) -> None:
+        """`Stalled=True` on what is recorded; if even that cannot be written, at least the Event."""
+        self.forget_unwritten()
+        self.status = stalled(self.written, reason, message, utcnow(), self.generation)
+        try:
+            await self.write()
+        except LeadershipLost:
+            self.forget_unwritten()
+        except KubeError as exc:
+            self.forget_unwritten()
+            self.logger.warning("cannot record Stalled (%s): %s", reason, self.runtime.scrub(str(exc)))
+            note = f"{reason}: {message}"
+            if note != self.stall_note:
+                self.stall_note = note
+                self.announcer.post("Warning", "Stalled", redact(note))
 
     async def sleep(self, seconds: float, stopped: StopFlag) -> None:
-        """Wait up to ``seconds``, but wake as soon as the spec or the approval annotation changes."""
-        start, before = asyncio.get_running_loop().time(), self._fingerprint()
+        """Wait up to ``seconds``, but wake as soon as a watched server's state changes (`watch.py`), or
+        the spec or the approval annotation changes; at most the poll interval while an agent cannot be
+        long-polled or the last look missed something."""
+        if not self.watch.live or self.observed_gaps:
+            seconds = min(seconds, self.runtime.limits.poll_seconds)
+        loop = asyncio.get_running_loop()
+        start, before = loop.time(), self._fingerprint()
+        if self.watch.changed.is_set():
+            await asyncio.sleep(0)  # never a turn after a turn without letting the event loop run
+            return  # changed during the turn: look again at once
         while not stopped.is_set():
-            left = seconds - (asyncio.get_running_loop().time() - start)
+            left = seconds - (loop.time() - start)
             if left <= 0 or self._fingerprint() != before:
                 return
-            await stopped.wait(min(left, 0.25))
+            if self.watch.changed.is_set():
+                # what changes together (the servers of a lane, the lanes of a hop) is seen by one look
+                await asyncio.sleep(GATHER_SECONDS)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.watch.changed.wait(), min(left, WAKE_CHECK_SECONDS))
 
-    async def step(self) -> tuple[Action | None, float | None]:
-        """One turn of the loop; returns the action taken and how long to wait before the next."""
+    async def step(self) -> tuple[tuple[Action, ...], float | None]:
+        """One turn of the loop (`core/turn.py`); returns the actions taken and how long to wait."""
         now = utcnow()
         try:
             spec = parse_spec(_dict(self.body.get("spec")))
         except SpecError as exc:
-            self.status = reject_spec(observe_generation(self.status, self.generation), str(exc), now)
+            self.status = spec_rejected(self.status, self.generation, str(exc), now)
             await self.write()
-            return None, None if self.status.phase in TERMINAL_PHASES else self.runtime.limits.idle_seconds
-        if self.status.phase in TERMINAL_PHASES:
-            return Idle(self.status.phase.value), None
-        estate: Estate | None = None
-        try:
-            estate = await estate_for(self.runtime, self.uid, self.namespace, spec)
-        except KubeError as exc:
-            seen = Observations(gaps=(ObservationGap(Where(), str(exc)),))
-        else:
-            competing = await competing_plans(self.runtime.kube, self.body, spec)
-            seen = await observe(estate, spec, self.status, now, competing)
-        self.status = record_observations(observe_generation(self.status, self.generation), spec, seen, now)
+            return (), None if self.status.phase in TERMINAL_PHASES else self.runtime.limits.idle_seconds
+        if self.status.phase in TERMINAL_PHASES and not retry_pending(spec, self.status):
+            # Over: nothing to do but say which spec was seen (kstatus waits for observedGeneration). Its
+            # servers' long polls stop (a retry's turn follows them again): what they see change is of no
+            # use to it, and a change flag left set would end every sleep after this turn at once.
+            await self.watch.close()
+            self.watch.changed.clear()
+            self.status = unstalled(observe_generation(self.status, self.generation), now)
+            await self.write()
+            return (Idle(self.status.phase.value),), None
+        self.watch.changed.clear()  # a change from here on wakes the sleep after this turn
+        self.decided_on = self._fingerprint()
+        estate, seen = await self._observe(spec, now)
+        self.observed_gaps = bool(seen.gaps)
+        seen = replace(seen, running_for=self.timers.running_for(self.status), zone=time_zone(spec))
         annotations = self.body["metadata"].get("annotations") or {}
-        action = decide(spec, self.status, seen, now, approval=annotations.get(APPROVE_ANNOTATION),
-                        limits=self.limits(spec))
-        self.logger.info("decided: %s", redact(describe(action)))
-        self.status = apply_decision(self.status, action, now)
-        await self.write()
-        if isinstance(action, EFFECT_TYPES) and estate is not None:
-            try:
-                result = await execute(estate, spec, action)
-            except UpgradeError as exc:
-                if isinstance(exc, TransientError):
-                    metrics.RETRIES.labels(action.step.name.value).inc()
-                self.logger.warning("%s: %s", describe(action), exc)
-                self.status = apply_error(self.status, action, exc, utcnow())
-                await self.write()
-                return action, exc.retry_after if isinstance(exc, TransientError) else 0.0
-            self.status = apply_result(self.status, action, result, utcnow())
-            await self.write()
-        return action, requeue_after(action)
+        turn = before_effect(spec, self.status, seen, now, generation=self.generation,
+                             approval=annotations.get(APPROVE_ANNOTATION), limits=self.limits(spec))
+        for action in turn.actions:
+            self.logger.info("decided: %s", redact(describe(action)))
+        self.status = unstalled(turn.status, now)
+        acting = bool(turn.effects) and estate is not None
+        if acting or not self._may_defer():
+            await self.write(fence=acting, passed=(*self.deferred, *turn.passed))
+            self.deferred = ()
+        else:  # the next turn, at once, writes what this one recorded (and announces its phase changes)
+            self.deferred = (*self.deferred, *turn.passed, self.status)
+            metrics.STATUS_WRITES_DEFERRED.inc()
+        outcomes: tuple[Outcome, ...] = ()
+        if acting and estate is not None:
+            self.fence()
+            results = await asyncio.gather(*(self._carry_out(estate, spec, e) for e in turn.effects),
+                                           return_exceptions=True)
+            self.watch.invalidate(touched(spec, turn.effects))
+            outcomes = tuple(r for r in results if isinstance(r, Outcome))
+            self.status = after_effect(self.status, outcomes, utcnow())
+            # what cannot wait (a backup taken, a migration asked for), and why an effect failed
+            await self.write(urgent=any(o.error is not None for o in outcomes))
+            for result in results:
+                if isinstance(result, BaseException):  # recorded what went through; now the catch-all
+                    raise result
+        return turn.actions, next_turn_in(turn, outcomes)
+
+    async def _observe(self, spec: UpgradePlanSpec, now: dt.datetime) -> tuple[Estate | None, Observations]:
+        try:
+            estate, credentials = await reach(self.runtime, self.uid, self.namespace, spec)
+        except KubeError as exc:
+            return None, Observations(gaps=(ObservationGap(Where(), str(exc)),))
+        rt = self.runtime
+        estate.watch = self.watch
+        self.watch.follow(estate.servers, (*spec.servers(), *spec.replacement_servers()))
+        competing: tuple[str, ...] = ()
+        if not self.status.started:  # a plan that started holds its estate: nobody competes with it
+            competing = await competing_plans(rt.kube, self.body, spec, rt.scope, rt.secret, rt.resolver,
+                                              rt.plans)
+        try:
+            seen = await asyncio.wait_for(observe(estate, spec, self.status, now, competing), OBSERVE_SECONDS)
+        except TimeoutError:
+            gap = ObservationGap(Where(), f"observing the estate took longer than {OBSERVE_SECONDS:.0f} s")
+            seen = Observations(gaps=(gap,), competing_plans=competing)
+        return estate, replace(seen, database_targets=credentials.database_targets())
+
+    async def _carry_out(self, estate: Estate, spec: UpgradePlanSpec, effect: Effect) -> Outcome:
+        limit = effect_deadline(self.runtime.limits, effect)
+        try:
+            return Outcome(effect, await asyncio.wait_for(execute(estate, spec, effect), limit))
+        except TimeoutError:
+            step = effect.step
+            error: UpgradeError = TransientError(Where(step.hop, step.name, step.server, step.database),
+                                                 f"{describe(effect)} did not finish within {limit:.0f} s")
+        except UpgradeError as exc:
+            error = exc
+        if isinstance(error, TransientError):
+            metrics.RETRIES.labels(effect.step.name.value).inc()
+        self.logger.warning("%s: %s", describe(effect), error)
+        return Outcome(effect, error=error)
+
+
+def touched(spec: UpgradePlanSpec, effects: tuple[Effect, ...]) -> set[str]:
+    """The servers whose state the effects may have changed: their own, and for a schema upgrade, a CLOSE
+    or a restore every server of that database; a change of the client configuration, every server."""
+    found: set[str] = set()
+    for effect in effects:
+        match effect:
+            case ServersEffect(servers=names):
+                found.update(names)
+            case InstallServer(server=name):
+                found.add(name)
+            case UpgradeSchema(database=db) | ClosePortal(database=db) | RestoreBackup(database=db):
+                found.update(s.name for s in (*spec.servers(), *spec.replacement_servers()) if s.database == db)
+            case ClientEffect():
+                found.update(s.name for s in (*spec.servers(), *spec.replacement_servers()))
+    return found
+
+
+def effect_deadline(limits: Limits, effect: Effect) -> float:
+    """How long one effect may take: a backup or a restore as long as a backup step, any other (requests
+    to servers, each with its own timeout) as long as a step."""
+    return limits.backup_seconds if isinstance(effect, BackupDatabase | RestoreBackup) else limits.step_seconds
+
+
+def where_raised(exc: BaseException) -> str:
+    """`module:line` of the innermost frame of the traceback: where to look, without any value."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
 
 
 async def drive(runtime: Runtime, body: Mapping[str, Any], stopped: StopFlag,
                 logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
-    """The daemon's body: loop until the plan is over or the daemon is stopped (deletion, shutdown)."""
-    plan = Plan(runtime, body, logger)
-    runtime.loops.add(plan.uid)
-    try:
-        await _loop(runtime, plan, stopped, logger)
-    finally:
-        runtime.loops.discard(plan.uid)
+    """The daemon's body: while this process leads the plan's namespace, loop until the plan is over;
+    when leadership is lost, wait to lead again; return when the daemon is stopped (deletion, shutdown)."""
+    namespace = body["metadata"]["namespace"]
+    uid = body["metadata"].get("uid", body["metadata"]["name"])
+    while not stopped.is_set():
+        if not await runtime.leadership.wait_leading(namespace, stopped):
+            return
+        plan = Plan(runtime, body, logger)
+        runtime.loops.add(uid)
+        try:
+            over = await _loop(runtime, plan, stopped, logger)
+        finally:
+            runtime.loops.discard(uid)
+            await plan.close()
+        if over:
+            return
 
 
 async def _loop(runtime: Runtime, plan: Plan, stopped: StopFlag,
-                logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+                logger: logging.Logger | logging.LoggerAdapter[Any]) -> bool:
+    """Turns until stopped or no longer leading (False). A plan that is over waits for its spec to change
+    (a retry of a Failed plan, an edit whose generation its status must say it saw)."""
     metrics.set_phase(plan.namespace, plan.name, plan.status.phase.value, PHASES)
-    failures = 0
+    metrics.show_plan(plan.namespace, plan.name, plan.status)
+    backoff, fresh, over = Backoff(), False, False
     while not stopped.is_set():
         try:
-            action, delay = await plan.step()
-            failures = 0
-        except KubeError as exc:  # the API server is unreachable or refused a write: retry with backoff
-            failures += 1
-            delay = min(2.0 ** failures, 60.0)
-            logger.warning("Kubernetes API: %s; retrying in %.0f s", exc, delay)
+            if not fresh:  # a new term, or after a 409: decide from what the API server has
+                await plan.refresh()
+                fresh = True
+            actions, delay = await plan.step()
+        except LeadershipLost:
+            logger.warning("no longer leading namespace %s: stopped before the next write or effect", plan.namespace)
+            return False
+        except ConflictError:
+            logger.info("the plan was written by someone else since it was read: re-reading it before any effect")
+            plan.forget_unwritten()
+            fresh = False
+            continue
+        except StatusWriteRefusedError as exc:
+            delay = backoff.next(ERROR_BACKOFF_CAP)
+            message = runtime.scrub(str(exc))
+            logger.error("status write refused: %s; retrying in %.0f s", message, delay)
+            metrics.LOOP_ERRORS.labels("StatusWriteRefused").inc()
+            await plan.stall(Reason.STATUS_WRITE_REFUSED, message)
             await stopped.wait(delay)
             continue
-        if isinstance(action, Idle) or (delay is None and plan.status.phase in TERMINAL_PHASES):
-            logger.info("plan %s is %s after %d status writes", plan.name, plan.status.phase, plan.writes)
-            return
+        except KubeError as exc:  # the API server unreachable or answering errors: retry soon
+            plan.forget_unwritten()
+            delay = backoff.next(KUBE_BACKOFF_CAP if exc.transient else ERROR_BACKOFF_CAP)
+            logger.warning("Kubernetes API: %s; retrying in %.0f s", runtime.scrub(str(exc)), delay)
+            metrics.LOOP_ERRORS.labels("KubeError").inc()
+            if not exc.transient:
+                await plan.stall(Reason.UNEXPECTED_ERROR, runtime.scrub(str(exc)))
+            await stopped.wait(delay)
+            continue
+        except Exception as exc:  # the catch-all: nothing ends the loop but the end of the plan
+            delay = backoff.next(ERROR_BACKOFF_CAP)
+            message = runtime.scrub(f"{type(exc).__name__} at {where_raised(exc)}: {exc}")
+            logger.error("turn failed: %s; retrying in %.0f s", message, delay)
+            metrics.LOOP_ERRORS.labels(type(exc).__name__[:40]).inc()
+            await plan.stall(Reason.UNEXPECTED_ERROR, message)
+            await stopped.wait(delay)
+            continue
+        backoff.reset()
+        if any(isinstance(a, Idle) for a in actions) or (delay is None and plan.status.phase in TERMINAL_PHASES):
+            if not over:
+                logger.info("plan %s is %s after %d status writes", plan.name, plan.status.phase, plan.writes)
+            over = True  # it stays over until its spec changes (spec.retry): look again when it does
+            await plan.sleep(OVER_SECONDS, stopped)
+            continue
+        over = False
         await plan.sleep(delay if delay is not None else runtime.limits.idle_seconds, stopped)
+    return False
 
 
 def _dict(value: Any) -> dict[str, Any]:

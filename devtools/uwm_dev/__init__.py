@@ -1,0 +1,1 @@
+"""uwm-dev: the developers' tools (test bed, demo, benchmarks), kept out of the operator's package and image."""

@@ -1,0 +1,82 @@
+"""The long-polled agent state (docs/contracts.md section 2a, `uwm_sim.watch`): an answer comes when the
+state changes (by a request, by another server's migration, by time alone as a server settles), or at the
+client's deadline with the state unchanged; a change that does not concern a server does not wake it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from uwm_sim.fleet import running_fleet
+from uwm_sim.watch import state_version
+
+from sim_helpers import wait_phase
+
+pytest_plugins = ["sim_fixtures"]
+
+
+def test_the_version_ignores_the_countdown_and_the_traffic_counter() -> None:
+    base = {"name": "ps-1", "phase": "Starting", "message": "Starting (about 3 s left)",
+            "rotation": {"inRotation": False, "activeRequests": 0, "lbRequests": 5}}
+    later = {**base, "message": "Starting (about 2 s left)", "rotation": {**base["rotation"], "lbRequests": 9}}
+    assert state_version(base) == state_version(later)
+    draining = {**base, "rotation": {**base["rotation"], "activeRequests": 2}}
+    assert state_version(draining) != state_version(base)
+    assert state_version({**base, "phase": "Running"}) != state_version(base)
+
+
+async def _timed(call: Any) -> tuple[float, Any]:
+    began = time.monotonic()
+    reply = await call
+    return time.monotonic() - began, reply
+
+
+@pytest.mark.integration
+async def test_a_long_poll_answers_on_a_change_and_at_its_deadline(small: Callable[..., dict[str, Any]]) -> None:
+    async with running_fleet(small(settleSeconds=0.6, installSeconds=0.3)) as fleet, \
+            fleet.client("ms-2") as c, fleet.client("ms-1") as other:
+        first = await wait_phase(c, "Running")  # settled since the fleet started
+        version = first["stateVersion"]
+        assert (await c.state()).body["stateVersion"] == version  # nothing changed: the same version
+
+        # nothing of ms-2 changes (ms-1 leaves the rotation): answered at the deadline, unchanged
+        quiet = asyncio.ensure_future(_timed(c.state(1, version)))
+        assert (await other.rotation(False)).status == 200
+        took, unchanged = await quiet
+        assert unchanged.status == 200 and unchanged.body["stateVersion"] == version and took >= 0.9
+
+        waiting = asyncio.ensure_future(_timed(c.state(20, version)))
+        await asyncio.sleep(0)  # the poll is under way before the install is asked for
+        assert (await c.install("2022.1")).status == 202
+        took, changed = await waiting
+        assert changed.status == 200 and changed.body["stateVersion"] != version and took < 5
+        assert changed.body["phase"] in ("Installing", "DatabaseUpdatesRequired")
+
+
+@pytest.mark.integration
+async def test_time_alone_answers_a_long_poll_when_a_server_settles(small: Callable[..., dict[str, Any]]) -> None:
+    async with running_fleet(small(settleSeconds=0.8, installSeconds=0.2)) as fleet, fleet.client("ms-2") as c:
+        assert (await c.install("2022.1")).status == 202
+        # the schema is behind: the portal upgrades it, and then the server settles on the new release
+        state = await wait_phase(c, "DatabaseUpdatesRequired")
+        assert (await c.update_selected(["mgmt-db"])).status == 202
+        deadline = time.monotonic() + 15
+        while state["phase"] != "Running":  # every answer is a change: no answer repeats the version asked
+            assert time.monotonic() < deadline, state
+            reply = await c.state(10, state["stateVersion"])
+            assert reply.status == 200
+            assert reply.body["stateVersion"] != state["stateVersion"] or reply.body["phase"] == state["phase"]
+            state = reply.body
+        assert state["settled"] is True
+
+
+@pytest.mark.integration
+async def test_bad_long_poll_parameters_are_refused(small: Callable[..., dict[str, Any]]) -> None:
+    async with running_fleet(small()) as fleet, fleet.client("ms-2") as c:
+        for query in ("waitForChange=x", "waitForChange=61", "waitForChange=1&since=not-a-version!"):
+            reply = await c.request("GET", "/agent/v1/state?" + query)
+            assert reply.status == 400 and reply.error and reply.error.split(":")[0] in ("waitForChange", "since")

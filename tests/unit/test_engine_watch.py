@@ -1,0 +1,135 @@
+"""The long polls that keep a plan's view of its servers current (`engine/watch.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uwm_upgrade.adapters.servers import AgentState, ServerError
+from uwm_upgrade.core.enums import ReplicationRole, ServerKind
+from uwm_upgrade.core.models import Server
+from uwm_upgrade.engine import watch as watch_module
+from uwm_upgrade.engine.watch import EstateWatch
+
+MS1 = Server("ms-1", ServerKind.MANAGEMENT, "http://ms-1:7751", "mgmt-db", True, ReplicationRole.NONE)
+DEADLINE = 5.0
+
+
+def state(version: str, state_version: str | None) -> AgentState:
+    raw: dict[str, Any] = {
+        "name": "ms-1", "kind": "Management", "version": version, "phase": "Running", "settled": True,
+        "install": {"targetVersion": version, "error": None},
+        "database": {"name": "mgmt-db", "schemaVersion": version},
+        "replication": {"role": "None", "enabled": False, "caughtUp": True},
+        "rotation": {"loadBalanced": True, "inRotation": True, "activeRequests": 0}}
+    if state_version is not None:
+        raw["stateVersion"] = state_version
+    return AgentState.model_validate(raw)
+
+
+class Agent:
+    """A long-pollable agent: each poll waits until the test hands it an answer (or an error)."""
+
+    def __init__(self) -> None:
+        self.polls: list[tuple[int | None, str | None]] = []
+        self.answers: asyncio.Queue[AgentState | Exception] = asyncio.Queue()
+
+    async def state(self, server: str, base_url: str, *, wait: int | None = None,
+                    since: str | None = None) -> AgentState:
+        self.polls.append((wait, since))
+        answer = await self.answers.get()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+async def until(condition: Any) -> None:
+    """Poll `condition` until it holds, within the deadline."""
+    async def wait() -> None:
+        while not condition():  # noqa: ASYNC110 (a condition over several objects, polled with a deadline)
+            await asyncio.sleep(0.005)
+    await asyncio.wait_for(wait(), DEADLINE)
+
+
+async def test_a_change_wakes_the_loop_and_the_next_poll_asks_for_a_newer_state() -> None:
+    agent, watch = Agent(), EstateWatch()
+    watch.follow(agent, [MS1])  # type: ignore[arg-type]  # the fake has what is used
+    try:
+        await until(lambda: len(agent.polls) == 1)
+        assert watch.current("ms-1") is None and agent.polls[0] == (watch_module.WAIT_SECONDS, None)
+        agent.answers.put_nowait(state("2023.1", "v1"))
+        await until(watch.changed.is_set)
+        assert watch.current("ms-1") == state("2023.1", "v1") and watch.live
+        await until(lambda: len(agent.polls) == 2)
+        assert agent.polls[1] == (watch_module.WAIT_SECONDS, "v1")
+        watch.changed.clear()
+        agent.answers.put_nowait(state("2023.1", "v1"))  # the wait ran out, nothing changed: no wake-up
+        await until(lambda: len(agent.polls) == 3)
+        assert not watch.changed.is_set()
+        agent.answers.put_nowait(state("2024.1", "v2"))
+        await until(watch.changed.is_set)
+        current = watch.current("ms-1")
+        assert current is not None and current.version == "2024.1"
+    finally:
+        await watch.close()
+
+
+async def test_an_answer_to_a_poll_sent_before_an_effect_is_not_taken_for_the_state_after_it() -> None:
+    agent, watch = Agent(), EstateWatch()
+    watch.follow(agent, [MS1])  # type: ignore[arg-type]
+    try:
+        await until(lambda: len(agent.polls) == 1)
+        agent.answers.put_nowait(state("2023.1", "v1"))
+        await until(lambda: watch.current("ms-1") is not None and len(agent.polls) == 2)
+        watch.invalidate(["ms-1"])  # the plan just asked ms-1 to install
+        assert watch.current("ms-1") is None
+        agent.answers.put_nowait(state("2023.1", "v1late"))  # sent before the install: dropped
+        await until(lambda: len(agent.polls) == 3)
+        assert watch.current("ms-1") is None and agent.polls[2] == (watch_module.WAIT_SECONDS, None)
+        watch.remember("ms-1", state("2023.1", "v3"))  # what the turn asked itself
+        assert watch.current("ms-1") == state("2023.1", "v3")
+    finally:
+        await watch.close()
+
+
+async def test_a_failing_watcher_forgets_the_state_and_wakes_the_loop() -> None:
+    agent, watch = Agent(), EstateWatch()
+    watch.follow(agent, [MS1])  # type: ignore[arg-type]
+    try:
+        await until(lambda: len(agent.polls) == 1)
+        agent.answers.put_nowait(state("2023.1", "v1"))
+        await until(lambda: watch.current("ms-1") is not None)
+        watch.changed.clear()
+        agent.answers.put_nowait(ServerError("ms-1", "connection refused", transient=True))
+        await until(watch.changed.is_set)
+        assert watch.current("ms-1") is None  # the turn asks the agent itself, and says why it cannot
+    finally:
+        await watch.close()
+
+
+async def test_an_agent_that_cannot_be_long_polled_is_polled_and_the_watch_is_not_live(monkeypatch: Any) -> None:
+    monkeypatch.setattr(watch_module, "POLL_SECONDS", 0.01)
+    agent, watch = Agent(), EstateWatch()
+    watch.follow(agent, [MS1])  # type: ignore[arg-type]
+    try:
+        await until(lambda: len(agent.polls) == 1)
+        agent.answers.put_nowait(state("2023.1", None))  # no stateVersion: answered at once, as a plain GET
+        await until(lambda: watch.current("ms-1") is not None)
+        assert not watch.live  # the loop never sleeps longer than the poll interval
+        await until(lambda: len(agent.polls) == 2)
+        assert agent.polls[1] == (watch_module.WAIT_SECONDS, None)
+    finally:
+        await watch.close()
+
+
+async def test_follow_stops_the_watchers_of_servers_gone_from_the_spec() -> None:
+    agent, watch = Agent(), EstateWatch()
+    watch.follow(agent, [MS1])  # type: ignore[arg-type]
+    await until(lambda: len(agent.polls) == 1)
+    agent.answers.put_nowait(state("2023.1", "v1"))
+    await until(lambda: watch.current("ms-1") is not None)
+    watch.follow(agent, [])  # type: ignore[arg-type]
+    assert watch.current("ms-1") is None
+    watch.remember("ms-1", state("2023.1", "v1"))  # not watched: not kept either
+    assert watch.current("ms-1") is None
+    await watch.close()
