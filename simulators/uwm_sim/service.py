@@ -58,7 +58,7 @@ class Estate:
 class Snapshot:
     me: ServerState
     db: DatabaseState
-    group: list[ServerState]
+    masters: list[ServerState]  # for a subscriber, its replication group's master(s): its catch-up
     portal: dict[str, Any] | None
     now: float
     clients: ClientConfig | None = None
@@ -162,10 +162,11 @@ class ServerRuntime:
         with self.estate.state.transaction() as conn:
             cur = conn.cursor()
             me = self.me(cur)
-            group = store.list_servers(cur, group=me.repl_group) if me.replicated else []
+            masters = (store.list_servers(cur, group=me.repl_group, role="Master")
+                       if me.replicated and me.repl_role == "Subscriber" else [])
             portal = store.get_portal(cur, me.database)
             doc = clients.load(cur)
-        return Snapshot(me, self.db_state_sync(), group, portal, time.time(), doc)
+        return Snapshot(me, self.db_state_sync(), masters, portal, time.time(), doc)
 
     async def snapshot(self) -> Snapshot:
         snap = await asyncio.to_thread(self.snapshot_sync)
@@ -212,7 +213,7 @@ class ServerRuntime:
                          "reachable": db.reachable},
             "replication": {"role": me.repl_role, "group": me.repl_group if me.replicated else None,
                             "enabled": me.repl_enabled,
-                            "caughtUp": caught_up(me, snap.group, now, self.timing.caught_up_seconds)},
+                            "caughtUp": caught_up(me, snap.masters, now, self.timing.caught_up_seconds)},
             "rotation": {"loadBalanced": me.load_balanced, "inRotation": me.in_rotation,
                          "activeRequests": self.active_requests, "lbRequests": self.lb_requests},
             "faults": self.faults.to_json(),

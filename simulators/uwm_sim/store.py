@@ -97,11 +97,14 @@ def get_server(cur: Any, name: str) -> ServerState | None:
 
 
 def list_servers(cur: Any, *, group: str | None = None, database: str | None = None,
-                 names: list[str] | None = None) -> list[ServerState]:
+                 names: list[str] | None = None, role: str | None = None) -> list[ServerState]:
     where, params = ["1 = 1"], []
     if group is not None:
         where.append("repl_group = ? AND repl_role <> 'None'")
         params.append(group)
+    if role is not None:
+        where.append("repl_role = ?")
+        params.append(role)
     if database is not None:
         where.append("database_name = ?")
         params.append(database)

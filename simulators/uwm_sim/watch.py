@@ -9,9 +9,11 @@ no longer V, or after SECONDS at the latest.
 What wakes a waiting request, cheaply enough for hundreds of servers in one process:
 - a committed journal entry that may have changed this server's state (`Changes.committed`, called by
   the state database after each commit with the entries the transaction appended): one of its own
-  operations; an operation on its database's schema (a migration's lock and steps, CLOSE); an operation
-  of a member of its replication group (their releases and replication decide its catch-up); anything
-  about the client configuration or the whole estate;
+  operations; an operation on its database's schema (a migration's lock and steps, CLOSE); for a
+  subscriber, an operation of its replication group's master (the master's release and replication decide
+  its catch-up; a fellow subscriber's changes never change its state, and waking every member of a group
+  of 200 for each of them, each reading the group again, was quadratic); anything about the client
+  configuration or the whole estate;
 - the next moment at which time alone changes the state: its settle delay ends, a subscriber catches up,
   an install is due to complete;
 - a slow re-check (`RECHECK_SECONDS`), for changes made outside this process (another fleet process, a
@@ -38,7 +40,7 @@ RECHECK_SECONDS = 5.0
 # Operations that change the state of every server of the database they name (its schema and its lock).
 DATABASE_OPS = frozenset({"schema-migrate", "schema-step", "schema-migrated", "schema-interrupted", "schema-resumed",
                           "schema-lock-released", "portal-close", "restore"})
-# Operations of one server that change the state of the other members of its replication group.
+# Operations of a replication group's master that change the state of the group's subscribers.
 GROUP_OPS = frozenset({"replication", "install", "install-complete", "start", "restart", "register", "crash"})
 
 
@@ -59,7 +61,7 @@ def state_version(state: dict[str, Any]) -> str:
 class _Waiter:
     server: str
     database: str
-    group: frozenset[str]
+    masters: frozenset[str]  # for a subscriber, its group's master(s); else empty
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
     def affected_by(self, entry: Any) -> bool:
@@ -70,7 +72,7 @@ class _Waiter:
             return True
         if op in DATABASE_OPS and getattr(entry, "database", None) == self.database:
             return True
-        return op in GROUP_OPS and server in self.group
+        return op in GROUP_OPS and server in self.masters
 
 
 class Changes:
@@ -101,8 +103,8 @@ class Changes:
                 waiter.event.set()
 
     @contextmanager
-    def waiting(self, server: str, database: str, group: Iterable[str]) -> Iterator[asyncio.Event]:
-        waiter = _Waiter(server, database, frozenset(group))
+    def waiting(self, server: str, database: str, masters: Iterable[str]) -> Iterator[asyncio.Event]:
+        waiter = _Waiter(server, database, frozenset(masters))
         with self._lock:
             self._waiters.add(waiter)
         try:
@@ -119,19 +121,20 @@ def next_moment(rt: ServerRuntime, snap: Snapshot) -> float | None:
     moments = [me.started_at + timing.settle_seconds]
     if me.installing and me.install_started is not None:
         moments.append(me.install_started + me.install_seconds)
-    for member in (me, *snap.group):
+    for member in (me, *snap.masters):
         moments.append(member.repl_changed_at + timing.caught_up_seconds)
     later = [m for m in moments if m > now]
     return min(later) if later else None
 
 
-def group_of(rt: ServerRuntime) -> tuple[str, ...]:
-    """The other members of this server's replication group, as the fleet file names them."""
+def masters_of(rt: ServerRuntime) -> tuple[str, ...]:
+    """For a subscriber, the master(s) of its replication group, as the fleet file names them (roles never
+    change at run time); for any other server, none: no other server's change changes its state."""
     me = rt.cfg
-    if me.replication_role == "None":
+    if me.replication_role != "Subscriber":
         return ()
     return tuple(s.name for s in rt.estate.config.servers
-                 if s.name != me.name and s.replication_role != "None" and s.replication_group == me.replication_group)
+                 if s.replication_role == "Master" and s.replication_group == me.replication_group)
 
 
 async def state_after(rt: ServerRuntime, since: str | None, seconds: float) -> dict[str, Any]:
@@ -140,7 +143,7 @@ async def state_after(rt: ServerRuntime, since: str | None, seconds: float) -> d
     changes = rt.estate.changes
     if changes is None:
         return await rt.state()
-    with changes.waiting(rt.name, rt.cfg.database, group_of(rt)) as event:
+    with changes.waiting(rt.name, rt.cfg.database, masters_of(rt)) as event:
         while True:
             event.clear()  # before looking: a change committed from here on wakes the wait below
             snap = await rt.snapshot()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import uwm_sim.watch
 from uwm_sim.fleet import running_fleet
 from uwm_sim.watch import state_version
 
@@ -80,3 +81,46 @@ async def test_bad_long_poll_parameters_are_refused(small: Callable[..., dict[st
         for query in ("waitForChange=x", "waitForChange=61", "waitForChange=1&since=not-a-version!"):
             reply = await c.request("GET", "/agent/v1/state?" + query)
             assert reply.status == 400 and reply.error and reply.error.split(":")[0] in ("waitForChange", "since")
+
+
+@pytest.mark.integration
+async def test_a_subscriber_is_woken_by_its_master_not_by_the_other_subscribers(
+        estate: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subscriber's state depends on its own and its master's (the catch-up), never on another
+    subscriber's: a change of a fellow subscriber must not make the waiting request look again (with 200
+    servers in one group every change woke all 200, each reading the whole group: quadratic)."""
+    async with running_fleet(estate(caughtUpSeconds=0.2)) as fleet, fleet.client("ps-2") as c, \
+            fleet.client("ps-3") as fellow, fleet.client("ps-1") as master:
+        rt = fleet.runtimes["ps-2"]
+        looks = 0
+        looked = asyncio.Event()
+        real = rt.snapshot
+
+        async def counted() -> Any:
+            nonlocal looks
+            looks += 1
+            looked.set()
+            return await real()
+
+        monkeypatch.setattr(rt, "snapshot", counted)
+        monkeypatch.setattr(uwm_sim.watch, "RECHECK_SECONDS", 120.0)  # no slow re-check within the test
+        deadline = time.monotonic() + 10
+        first = (await c.state()).body
+        while not first["replication"]["caughtUp"]:
+            assert time.monotonic() < deadline, first
+            first = (await c.state(1, first["stateVersion"])).body
+        looks = 0
+        looked.clear()
+        waiting = asyncio.ensure_future(c.state(60, first["stateVersion"]))
+        try:
+            await asyncio.wait_for(looked.wait(), 10)  # the poll has looked once and waits
+            assert (await fellow.replication(False)).status == 200
+            assert (await fellow.replication(True)).status == 200
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            assert looks == 1, f"ps-2 looked again {looks - 1} time(s) for ps-3's changes"
+            assert (await master.replication(False)).status == 200  # its catch-up is over: news to ps-2
+            changed = (await asyncio.wait_for(waiting, 5)).body
+        finally:
+            waiting.cancel()
+        assert changed["stateVersion"] != first["stateVersion"] and changed["replication"]["caughtUp"] is False
