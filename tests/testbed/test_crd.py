@@ -11,6 +11,7 @@ import copy
 import json
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -953,3 +954,70 @@ def test_example_mentions_every_spec_field() -> None:
     text = EXAMPLE.read_text()
     for field in _root_schema()["properties"]["spec"]["properties"]:
         assert re.search(rf"^ +(# )?{field}:", text, re.MULTILINE), f"spec.{field} not set nor shown in the example"
+
+
+DUPLICATE_URL = "two spec.managementServers[] entries have the same url"
+
+
+def _crd_of_group(group: str, drop_message: str | None = None) -> Json:
+    """The CRD under another API group (so a test may change it without touching anyone else's plans),
+    without the rules whose message starts with `drop_message`, if given."""
+    doc = _crd()
+    # names of its own too: kubectl resolves `upgradeplan`, `uplan` and the category `uwm` across groups,
+    # so the same names would send other tests' commands to this CRD
+    doc["spec"]["names"] = {"kind": "RuleProbe", "listKind": "RuleProbeList", "plural": "ruleprobes",
+                            "singular": "ruleprobe"}
+    doc["metadata"]["name"] = f"ruleprobes.{group}"
+    doc["spec"]["group"] = group
+    if drop_message is not None:
+        for _, schema in _walk(_root_schema_of(doc)):
+            if "x-kubernetes-validations" in schema:
+                schema["x-kubernetes-validations"] = [r for r in schema["x-kubernetes-validations"]
+                                                      if not str(r.get("message")).startswith(drop_message)]
+    return doc
+
+
+def _root_schema_of(doc: Json) -> Json:
+    schema = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert isinstance(schema, dict)
+    return schema
+
+
+def test_a_status_write_does_not_evaluate_the_spec_rules(kube: Kube, namespace: str) -> None:
+    """The spec's pairwise rules (O(n^2) over up to 200 servers) are guarded by `oldSelf == self`: a status
+    write, which cannot change the spec, does not evaluate them (the API server evaluates every rule on
+    every update, ratcheting only the errors of unchanged values into warnings; with 200 servers those
+    evaluations were half of its CPU). Seen from outside: a plan stored before a rule existed and breaking
+    it gets no warning for that rule when its status is written; a new plan breaking it is refused."""
+    group = f"g{uuid.uuid4().hex[:8]}.uwm.io"
+    loose, strict = _crd_of_group(group, drop_message=DUPLICATE_URL), _crd_of_group(group)
+    assert loose != strict  # the rule was there to drop
+    crd_name = loose["metadata"]["name"]
+    try:
+        _ok(_run(kube, "apply", "--server-side", "-f", "-", doc=loose))
+        _ok(kube.kubectl_run("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd_name}"))
+        plan = _example_plan()
+        plan["apiVersion"], plan["kind"] = f"{group}/v1alpha1", "RuleProbe"
+        servers = plan["spec"]["managementServers"]
+        servers[1]["url"] = servers[0]["url"]  # one server named twice
+
+        def create(name: str) -> subprocess.CompletedProcess[str]:
+            return _run(kube, "create", "-n", namespace, "-f", "-", doc={**plan, "metadata": {"name": name}})
+
+        deadline = time.monotonic() + 60
+        while (res := create("stored")).returncode != 0:  # the new CRD's schema serves (a few ms to seconds)
+            assert time.monotonic() < deadline, res.stderr
+            time.sleep(0.2)
+        _ok(_run(kube, "apply", "--server-side", "--force-conflicts", "-f", "-", doc=strict))
+        attempt = 0
+        while DUPLICATE_URL not in (res := create(f"new-{attempt}")).stderr:  # the rule is in force
+            assert res.returncode != 0 or attempt < 300, "the strict CRD never refused a duplicate url"
+            attempt += 1
+            time.sleep(0.2)
+        assert res.returncode != 0
+        written = _ok(kube.kubectl_run("patch", f"ruleprobes.{group}", "stored", "-n", namespace,
+                                       "--subresource=status", "--type=merge", "-p",
+                                       json.dumps({"status": {"message": "a status write"}})))
+        assert DUPLICATE_URL not in written.stderr, f"the spec's rule ran on a status write: {written.stderr}"
+    finally:
+        kube.kubectl_run("delete", "crd", crd_name, "--wait=false")
