@@ -26,8 +26,6 @@ from ..testbed import estate
 from ..testbed.bed import Testbed
 from .latency import REPO, custom_objects
 
-GROUP, VERSION, PLURAL = "upgrade.uwm.io", "v1alpha1", "upgradeplans"
-
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -43,10 +41,13 @@ def plan_of(servers: int) -> dict[str, Any]:
         {**last, "name": f"ps-{i}", "url": f"http://ps-{i}.example.com:7771",
          "replicationRole": "Master" if i == 0 else "Subscriber"} for i in range(servers)]
     plan["metadata"] = {"name": f"writes-{servers}"}
-    return dict(plan)
+    assert isinstance(plan, dict)
+    return plan
 
 
 def measure(bed: Testbed, namespace: str, servers: int, writes: int) -> dict[str, Any]:
+    from uwm_upgrade.adapters.kube import GROUP, PLURAL, VERSION
+
     api = custom_objects(bed)
     plan = plan_of(servers)
     name = plan["metadata"]["name"]
