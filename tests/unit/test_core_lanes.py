@@ -151,3 +151,33 @@ def test_concurrency_shortens_a_whole_run_and_never_exceeds_the_bound() -> None:
             assert first["ms-1"] == first["ps-1"], estate_.installed_at
         ends[bound] = estate_.t
     assert ends[3] < ends[1] * 0.8, ends
+
+
+def test_the_bounded_group_is_answered_by_one_call_however_many_of_its_servers_are_ready(
+        monkeypatch: Any) -> None:
+    """Every ready server of the group is handed to `server_group` together, once per `decide()`: it was
+    called once per ready install step, each call walking the whole group (quadratic: 200 servers made a
+    decision take 250 ms of CPU). The answer is the same either way; the count is what this checks."""
+    from uwm_upgrade.core import steps
+
+    servers = [{"name": f"ps-{i}", "url": f"http://127.0.0.1:{7800 + i}", "database": "pers-db",
+                "replicationRole": "Master" if i == 1 else "Subscriber"} for i in range(1, 41)]
+    spec = make_spec(personalizationServers=servers, maxConcurrentServers=50)
+    upgraded = {"version": T, "phase": ServerPhase.RUNNING}
+    seen = estate(spec, F, servers={**{n: ISO.get(n, {"replication_enabled": False, "in_rotation": False})
+                                       for n in (s.name for s in spec.servers())},
+                                    "ms-1": {**ISO["ms-1"], **upgraded}, "ms-2": {**ISO["ms-2"], **upgraded},
+                                    "ps-1": {"replication_enabled": False, **upgraded}},
+                  databases={d: {"schema_version": T} for d in ("mgmt-db", "pers-db")})
+    status = at_step(spec, seen, key(StepName.INSTALL_SERVER, server="ps-2"))
+    calls = []
+    real = steps.server_group
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(steps, "server_group", counted)
+    actions = decide(spec, status, seen, T0)
+    assert installs(actions) == {f"ps-{i}" for i in range(2, 41)}  # 39 of them: the bound is 50
+    assert len(calls) == 1, f"server_group was called {len(calls)} times for one decision"

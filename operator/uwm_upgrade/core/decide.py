@@ -358,11 +358,12 @@ def _next(ctx: Context) -> tuple[Action, ...]:
     found: list[Action] = []
     groups: set[StepName] = set()
     for step in ready:
-        name = ctx.group_install(step) or step.name
-        if name is not step.name:
-            if name in groups:
-                continue  # its group was handed to its handler already
-            groups.add(name)
+        group = ctx.group_install(step)
+        if group is not None:
+            if group in groups:
+                continue  # its group was handed to its handler already: one call answers for all its servers
+            groups.add(group)
+        name = group or step.name
         kind = ctx.strategy.table.get(name)
         if kind is None:
             return (Fail(Reason.STEP_FAILED, ctx.where(step),

@@ -49,6 +49,7 @@ from .models import (
     status_to_wire,
 )
 from .observations import BackupObservation, Observations, ServerObservation, redact
+from .plan_status import replaced_step, step_positions
 from .planning import lowest_version
 
 CONDITION_ORDER = tuple(ConditionType)
@@ -188,14 +189,12 @@ def observe_generation(status: UpgradePlanStatus, generation: int) -> UpgradePla
 
 
 def _replace_step(status: UpgradePlanStatus, key: StepKey, step: StepStatus) -> UpgradePlanStatus:
-    steps = list(status.steps)
-    for i, existing in enumerate(steps):
-        if existing.key == key:
-            if existing == step:
-                return status
-            steps[i] = step
-            return status.model_copy(update={"steps": tuple(steps)})
-    return status.model_copy(update={"steps": (*steps, step)})
+    i = step_positions(status.steps).get(key)
+    if i is None:
+        return status.model_copy(update={"steps": (*status.steps, step)})
+    if status.steps[i] == step:
+        return status
+    return status.model_copy(update={"steps": replaced_step(status.steps, i, step)})
 
 
 def _blank(key: StepKey) -> StepStatus:
