@@ -17,6 +17,7 @@ and restarts; URLs are only known once each server listens). The agent API speak
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -309,6 +310,18 @@ def load(cur: Any) -> ClientConfig | None:
     cur.execute(f"SELECT doc FROM {CLIENTS_TABLE} WHERE id = 1")
     row = cur.fetchone()
     return ClientConfig.from_json(json.loads(row[0])) if row and row[0] else None
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(doc: str) -> ClientConfig:
+    return ClientConfig.from_json(json.loads(doc))
+
+
+def parsed(doc: str | None) -> ClientConfig | None:
+    """The configuration a document (as `store.look` read it) holds, parsed once per distinct text: every
+    state look reads the document, and it changes only when the client configuration does. For reading
+    only (the answer is shared); a change starts from `load`."""
+    return _parsed(doc) if doc else None
 
 
 def save(cur: Any, cfg: ClientConfig, now: float) -> None:

@@ -129,9 +129,19 @@ class ServerRuntime:
 
     def database_peers(self, cur: Any, me: ServerState) -> tuple[list[ServerState], list[ServerState]]:
         """The servers of `me`'s database, and the members of every replication group with one of them."""
-        same_db = store.list_servers(cur, database=me.database)
-        groups = sorted({s.repl_group for s in same_db if s.replicated and s.repl_group})
-        return same_db, [m for g in groups for m in store.list_servers(cur, group=g)]
+        peers = store.list_database_peers(cur, me.database)
+        same_db = [s for s in peers if s.database == me.database]
+        groups = {s.repl_group for s in same_db if s.replicated and s.repl_group}
+        return same_db, [s for s in peers if s.replicated and s.repl_group in groups]
+
+    def own_group(self, cur: Any, me: ServerState, replicated: list[ServerState]) -> list[ServerState]:
+        """The members of `me`'s replication group: from `replicated` (`database_peers`), which holds them
+        all when `me` is in a group, else read."""
+        if not me.replicated:
+            return []
+        if me.repl_group and any(s.name == me.name for s in replicated):
+            return [s for s in replicated if s.repl_group == me.repl_group]
+        return store.list_servers(cur, group=me.repl_group)
 
     def locked_tx(self, work: Callable[[Any, DatabaseState], T]) -> T:
         """Run `work(cursor, database state)` in one state transaction holding the estate lock."""
@@ -161,12 +171,13 @@ class ServerRuntime:
     def snapshot_sync(self) -> Snapshot:
         with self.estate.state.transaction() as conn:
             cur = conn.cursor()
-            me = self.me(cur)
+            looked = store.look(cur, self.name)
+            if looked is None:
+                raise DatabaseError(f"server {self.name} is not registered in the estate state yet")
+            me, portal, doc = looked
             masters = (store.list_servers(cur, group=me.repl_group, role="Master")
                        if me.replicated and me.repl_role == "Subscriber" else [])
-            portal = store.get_portal(cur, me.database)
-            doc = clients.load(cur)
-        return Snapshot(me, self.db_state_sync(), masters, portal, time.time(), doc)
+        return Snapshot(me, self.db_state_sync(), masters, portal, time.time(), clients.parsed(doc))
 
     async def snapshot(self) -> Snapshot:
         snap = await asyncio.to_thread(self.snapshot_sync)
@@ -247,8 +258,8 @@ class ServerRuntime:
     def _install_sync(self, version: str) -> tuple[Outcome, float | None]:
         def work(cur: Any, db: DatabaseState) -> tuple[Outcome, float | None]:
             me = self.me(cur)
-            group = store.list_servers(cur, group=me.repl_group) if me.replicated else []
             same_db, replicated = self.database_peers(cur, me)
+            group = self.own_group(cur, me, replicated)
             pool = store.list_servers(cur, names=self.pool_peers)
             try:
                 go = check_install(me, version, self.estate.catalog, group, db, pool=pool, same_db=same_db,
@@ -307,7 +318,9 @@ class ServerRuntime:
 
         def work(cur: Any, db: DatabaseState) -> Outcome:
             me = self.me(cur)
-            group = store.list_servers(cur, group=me.repl_group) if me.replicated else []
+            # the group's releases and installs decide whether replication may be enabled; disabling is
+            # always allowed (to a server with a role), so it reads none of them
+            group = store.list_servers(cur, group=me.repl_group) if me.replicated and enabled else []
             databases = [db if name == db.name else self.db_state_sync(name)
                          for name in sorted({s.database for s in group} | {db.name})] if enabled else []
             try:

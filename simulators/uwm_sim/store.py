@@ -68,6 +68,14 @@ _STATE_FIELDS = [f.name for f in fields(ServerState)]
 _COLUMN_OF = {"database": "database_name"}
 _BOOLS = {"repl_enabled", "load_balanced", "in_rotation"}
 _SELECT = ", ".join(_COLUMN_OF.get(f, f) for f in _STATE_FIELDS)
+_PORTAL_FIELDS = ("status", "from_version", "to_version", "by_server", "error", "updated_at")
+# One server's row, its database's portal status and the client configuration document, in one statement:
+# a state look is asked for after every change of every server, so its round trips are what a wide fleet
+# in one process pays most often.
+_LOOK = (f"SELECT {', '.join('s.' + _COLUMN_OF.get(f, f) for f in _STATE_FIELDS)}, "
+         f"{', '.join(f'p.{c} AS portal_{c}' for c in _PORTAL_FIELDS)}, "
+         f"(SELECT doc FROM {CLIENTS} WHERE id = 1) AS clients_doc "
+         f"FROM {SERVER} s LEFT JOIN {PORTAL} p ON p.database_name = s.database_name WHERE s.name = ?")
 
 
 def ensure_schema(conn: Any, d: Dialect, reset: bool = False) -> None:
@@ -96,6 +104,19 @@ def get_server(cur: Any, name: str) -> ServerState | None:
     return _state(found[0]) if found else None
 
 
+def look(cur: Any, name: str) -> tuple[ServerState, dict[str, Any] | None, str | None] | None:
+    """The server `name`, the portal status of its database (None: none yet) and the client configuration
+    document (None: none yet), as of one statement; None when the server is not registered."""
+    cur.execute(_LOOK, name)
+    found = rows(cur)
+    if not found:
+        return None
+    row = found[0]
+    portal = {c: row[f"portal_{c}"] for c in _PORTAL_FIELDS} if row["portal_status"] is not None else None
+    doc = row["clients_doc"]
+    return _state(row), portal, str(doc) if doc else None
+
+
 def list_servers(cur: Any, *, group: str | None = None, database: str | None = None,
                  names: list[str] | None = None, role: str | None = None) -> list[ServerState]:
     where, params = ["1 = 1"], []
@@ -114,6 +135,17 @@ def list_servers(cur: Any, *, group: str | None = None, database: str | None = N
         where.append(f"name IN ({', '.join('?' for _ in names)})")
         params.extend(names)
     cur.execute(f"SELECT {_SELECT} FROM {SERVER} WHERE {' AND '.join(where)} ORDER BY name", *params)
+    return [_state(r) for r in rows(cur)]
+
+
+def list_database_peers(cur: Any, database: str) -> list[ServerState]:
+    """The servers of `database` and every member of a replication group with a server on it, by name, in
+    one statement (an install's rules need both; in a group of 200 on one database, reading each apart read
+    the same 200 rows twice, under the estate lock)."""
+    replicated = "repl_role <> 'None' AND repl_group IS NOT NULL"
+    cur.execute(f"SELECT {_SELECT} FROM {SERVER} WHERE database_name = ? OR ({replicated} AND repl_group IN "
+                f"(SELECT repl_group FROM {SERVER} WHERE database_name = ? AND {replicated})) ORDER BY name",
+                database, database)
     return [_state(r) for r in rows(cur)]
 
 

@@ -74,12 +74,13 @@ def seed_row(i: int) -> tuple[int, str, str, str]:
 
 
 def snapshot(conn: Any, name: str) -> DatabaseState:
+    """The schema version and the lock holder, in one statement (every state look asks for them)."""
     cur = conn.cursor()
-    cur.execute(f"SELECT schema_version FROM {SCHEMA_INFO} WHERE id = 1")
+    cur.execute(f"SELECT (SELECT schema_version FROM {SCHEMA_INFO} WHERE id = 1), "
+                f"(SELECT holder FROM {SCHEMA_LOCK} WHERE id = 1)")
     row = cur.fetchone()
-    cur.execute(f"SELECT holder FROM {SCHEMA_LOCK} WHERE id = 1")
-    lock = cur.fetchone()
-    return DatabaseState(name, row[0] if row else None, lock[0] if lock and lock[0] else None)
+    version, holder = (row[0], row[1]) if row else (None, None)
+    return DatabaseState(name, version, holder or None)
 
 
 def try_lock(conn: Any, holder: str) -> bool:
