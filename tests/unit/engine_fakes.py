@@ -184,7 +184,7 @@ class LoopHarness:
             raise self.observe_error
         return self.estate.observe()
 
-    async def _execute(self, estate: Any, spec: Any, effect: Effect) -> Any:
+    async def _execute(self, estate: Any, spec: Any, effect: Effect, answered: Any = None) -> Any:
         if self.execute_hook is not None:
             await self.execute_hook(effect)
         self.effects.append(type(effect).__name__)

@@ -92,6 +92,27 @@ async def test_an_answer_to_a_poll_sent_before_an_effect_is_not_taken_for_the_st
         await watch.close()
 
 
+async def test_after_an_effect_the_state_its_agent_answered_with_is_current_and_polled_from() -> None:
+    """The agent answered the plan's change with its state (`answers.adoptable` took it): the turn does not
+    ask again, and the poll that was open before is dropped and sent again from that state, so the agent
+    waits for the next change instead of answering at once what the plan already has."""
+    agent, watch = Agent(), EstateWatch()
+    watch.follow(agent, [MS1])  # type: ignore[arg-type]
+    try:
+        await until(lambda: len(agent.polls) == 1)
+        agent.answers.put_nowait(state("2023.1", "v1"))
+        await until(lambda: watch.current("ms-1") is not None and len(agent.polls) == 2)
+        watch.invalidate(["ms-1"])
+        watch.remember("ms-1", state("2023.1", "v2"))  # its answer to the change
+        assert watch.current("ms-1") == state("2023.1", "v2")
+        agent.answers.put_nowait(state("2023.1", "v1late"))  # the poll sent before the change: dropped
+        await until(lambda: len(agent.polls) == 3)
+        assert agent.polls[2] == (watch_module.WAIT_SECONDS, "v2")
+        assert watch.current("ms-1") == state("2023.1", "v2")
+    finally:
+        await watch.close()
+
+
 async def test_a_failing_watcher_forgets_the_state_and_wakes_the_loop() -> None:
     agent, watch = Agent(), EstateWatch()
     watch.follow(agent, [MS1])  # type: ignore[arg-type]

@@ -107,6 +107,20 @@ class AgentState(_Wire):
     state_version: str | None = Field(None, alias="stateVersion", pattern=VERSION.pattern)
 
 
+def answered_state(server: str, data: Any) -> AgentState | None:
+    """The `state` an agent's answer to a change carries (docs/contracts.md section 2: its state once the
+    change is made), if it is one, of that server: None when absent or not a state (the change itself went
+    through; whoever needs the state asks for it)."""
+    state = data.get("state") if isinstance(data, dict) else None
+    if not isinstance(state, dict):
+        return None
+    try:
+        found = AgentState.model_validate(state)
+    except ValidationError:
+        return None
+    return found if found.name == server else None
+
+
 class ServerRef(_Wire):
     server: str | None = None
     url: str | None = None
@@ -305,16 +319,20 @@ class ServerClient:
         return await self._model(server, _join(base_url, "/agent/v1/state"), AgentState, "state",
                                  within=wait + (self._timeout.total or 15.0), query=query)
 
-    async def install(self, server: str, base_url: str, version: str) -> bool:
-        """Ask for ``version``; True when accepted (202), False when already there (200)."""
-        status, _ = await self._call(server, "POST", _join(base_url, "/agent/v1/install"), {"version": version})
-        return status == 202
+    async def install(self, server: str, base_url: str, version: str) -> AgentState | None:
+        """Ask for ``version`` (202 accepted, 200 already there); the state the agent answered with."""
+        _, data = await self._call(server, "POST", _join(base_url, "/agent/v1/install"), {"version": version})
+        return answered_state(server, data)
 
-    async def set_replication(self, server: str, base_url: str, enabled: bool) -> None:
-        await self._call(server, "POST", _join(base_url, "/agent/v1/replication"), {"enabled": enabled})
+    async def set_replication(self, server: str, base_url: str, enabled: bool) -> AgentState | None:
+        """Replication on or off; the state the agent answered with."""
+        _, data = await self._call(server, "POST", _join(base_url, "/agent/v1/replication"), {"enabled": enabled})
+        return answered_state(server, data)
 
-    async def set_rotation(self, server: str, base_url: str, in_rotation: bool) -> None:
-        await self._call(server, "POST", _join(base_url, "/agent/v1/rotation"), {"inRotation": in_rotation})
+    async def set_rotation(self, server: str, base_url: str, in_rotation: bool) -> AgentState | None:
+        """In or out of rotation; the state the agent answered with."""
+        _, data = await self._call(server, "POST", _join(base_url, "/agent/v1/rotation"), {"inRotation": in_rotation})
+        return answered_state(server, data)
 
     async def clients(self, server: str, base_url: str) -> ClientsInfo:
         return await self._model(server, _join(base_url, "/agent/v1/clients"), ClientsInfo, "clients")

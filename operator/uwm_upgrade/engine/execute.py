@@ -9,10 +9,10 @@ or `PermanentError` (the step fails, the failure policy applies), with where it 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 
 from ..adapters.database import DatabaseError
-from ..adapters.servers import ServerError
+from ..adapters.servers import AgentState, ServerError
 from ..core.actions import (
     AddFailoverServer,
     AddVirtualHost,
@@ -71,32 +71,48 @@ def _license(estate: Estate, name: str, wanted: str | None, where: Where) -> str
     return text
 
 
-async def _each(names: Sequence[str], done: Sequence[str], call: Callable[[str], Awaitable[None]]) -> None:
+Answered = MutableMapping[str, list[AgentState]]
+
+
+async def _each(names: Sequence[str], done: Sequence[str], call: Callable[[str], Awaitable[AgentState | None]],
+                answered: Answered) -> None:
     """`call` for each of `names` but those `done`, at once; the first failure is raised once all ended."""
-    results = await asyncio.gather(*(call(n) for n in names if n not in done), return_exceptions=True)
+    results = await asyncio.gather(*(_answer(n, call(n), answered) for n in names if n not in done),
+                                   return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
 
 
-async def execute(estate: Estate, spec: UpgradePlanSpec, action: Effect) -> BackupObservation | None:
-    """Do ``action``; return the backup for a BackupDatabase, else None. Raises UpgradeError subclasses."""
+async def _answer(name: str, call: Awaitable[AgentState | None], answered: Answered) -> None:
+    """Make the change; keep the state the agent answered with (`EstateWatch.answered` judges its use)."""
+    state = await call
+    if state is not None:
+        answered.setdefault(name, []).append(state)
+
+
+async def execute(estate: Estate, spec: UpgradePlanSpec, action: Effect,
+                  answered: Answered | None = None) -> BackupObservation | None:
+    """Do ``action``; return the backup for a BackupDatabase, else None. Raises UpgradeError subclasses.
+    `answered` receives, by server, the states the agents answered a change with."""
     step = action.step
     where = Where(step.hop, step.name, step.server, step.database)
     client = estate.servers
+    answers: Answered = {} if answered is None else answered
     try:
         match action:
             case DisableReplication(servers=names) | RestoreReplication(servers=names):
                 enabled = isinstance(action, RestoreReplication)
                 masters = [n for n in names if spec.server(n).role is ReplicationRole.MASTER]
                 for name in masters:  # the Master first, then its Subscribers at once
-                    await client.set_replication(name, spec.server(name).url, enabled)
-                await _each(names, masters, lambda n: client.set_replication(n, spec.server(n).url, enabled))
+                    await _answer(name, client.set_replication(name, spec.server(name).url, enabled), answers)
+                await _each(names, masters, lambda n: client.set_replication(n, spec.server(n).url, enabled),
+                            answers)
             case TakeOutOfRotation(servers=names) | BringIntoRotation(servers=names):
                 in_rotation = isinstance(action, BringIntoRotation)
-                await _each(names, [], lambda n: client.set_rotation(n, spec.server(n).url, in_rotation))
+                await _each(names, [], lambda n: client.set_rotation(n, spec.server(n).url, in_rotation), answers)
             case InstallServer(server=name, version=version):
-                await client.install(name, spec.server(name).url, version)
+                await _answer(name, client.install(name, spec.server(name).url, version), answers)
             case UpgradeSchema(server=name, database=database, backup_id=bid):
                 if bid is not None:
                     await _backup_still_verifies(estate, database, bid, where)

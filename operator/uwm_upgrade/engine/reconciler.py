@@ -38,17 +38,13 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from ..adapters.kube import ConflictError, KubeError
+from ..adapters.servers import AgentState
 from ..core.actions import (
     Action,
     BackupDatabase,
-    ClientEffect,
-    ClosePortal,
     Effect,
     Idle,
-    InstallServer,
     RestoreBackup,
-    ServersEffect,
-    UpgradeSchema,
     describe,
 )
 from ..core.context import Limits
@@ -62,6 +58,7 @@ from ..core.turn import Outcome, after_effect, before_effect, events_between, ne
 from ..core.wire_patch import only_wording, status_ops, wire_ops
 from . import metrics
 from .announce import Announcer
+from .answers import adoptable, touched
 from .execute import execute
 from .observe import Estate, observe
 from .overlap import competing_plans
@@ -321,9 +318,12 @@ class Plan:
         outcomes: tuple[Outcome, ...] = ()
         if acting and estate is not None:
             self.fence()
-            results = await asyncio.gather(*(self._carry_out(estate, spec, e) for e in turn.effects),
+            answered: dict[str, list[AgentState]] = {}
+            results = await asyncio.gather(*(self._carry_out(estate, spec, e, answered) for e in turn.effects),
                                            return_exceptions=True)
             self.watch.invalidate(touched(spec, turn.effects))
+            for name, state in adoptable(spec, turn.effects, answered).items():
+                self.watch.remember(name, state)
             outcomes = tuple(r for r in results if isinstance(r, Outcome))
             self.status = after_effect(self.status, outcomes, utcnow())
             # what cannot wait (a backup taken, a migration asked for), and why an effect failed
@@ -352,10 +352,11 @@ class Plan:
             seen = Observations(gaps=(gap,), competing_plans=competing)
         return estate, replace(seen, database_targets=credentials.database_targets())
 
-    async def _carry_out(self, estate: Estate, spec: UpgradePlanSpec, effect: Effect) -> Outcome:
+    async def _carry_out(self, estate: Estate, spec: UpgradePlanSpec, effect: Effect,
+                         answered: dict[str, list[AgentState]]) -> Outcome:
         limit = effect_deadline(self.runtime.limits, effect)
         try:
-            return Outcome(effect, await asyncio.wait_for(execute(estate, spec, effect), limit))
+            return Outcome(effect, await asyncio.wait_for(execute(estate, spec, effect, answered), limit))
         except TimeoutError:
             step = effect.step
             error: UpgradeError = TransientError(Where(step.hop, step.name, step.server, step.database),
@@ -366,23 +367,6 @@ class Plan:
             metrics.RETRIES.labels(effect.step.name.value).inc()
         self.logger.warning("%s: %s", describe(effect), error)
         return Outcome(effect, error=error)
-
-
-def touched(spec: UpgradePlanSpec, effects: tuple[Effect, ...]) -> set[str]:
-    """The servers whose state the effects may have changed: their own, and for a schema upgrade, a CLOSE
-    or a restore every server of that database; a change of the client configuration, every server."""
-    found: set[str] = set()
-    for effect in effects:
-        match effect:
-            case ServersEffect(servers=names):
-                found.update(names)
-            case InstallServer(server=name):
-                found.add(name)
-            case UpgradeSchema(database=db) | ClosePortal(database=db) | RestoreBackup(database=db):
-                found.update(s.name for s in (*spec.servers(), *spec.replacement_servers()) if s.database == db)
-            case ClientEffect():
-                found.update(s.name for s in (*spec.servers(), *spec.replacement_servers()))
-    return found
 
 
 def effect_deadline(limits: Limits, effect: Effect) -> float:

@@ -8,9 +8,10 @@ agents last said them, which is what asking them again would give.
 
 A state is used only while it is current: its watcher's poll is open (no error since the answer) and no
 effect of this plan touched that server since (`invalidate`; an answer to a poll sent before that is
-dropped). Otherwise the turn asks the agent itself (`observe.py`) and hands the answer back
-(`remember`). An agent that answers without a `stateVersion` cannot be long-polled: its watcher asks it
-every `POLL_SECONDS` instead, and the loop never waits longer than that for a change (`live` is False).
+dropped), unless the agent's answer to that effect says the state it left (`answers.adoptable`).
+Otherwise the turn asks the agent itself (`observe.py`) and hands the answer back (`remember`). An agent
+that answers without a `stateVersion` cannot be long-polled: its watcher asks it every `POLL_SECONDS`
+instead, and the loop never waits longer than that for a change (`live` is False).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ class EstateWatch:
         return self._states.get(name)
 
     def remember(self, name: str, state: AgentState) -> None:
-        """A state the turn asked for itself (after an invalidation, or before the first poll answered)."""
+        """A state the turn asked for itself (after an invalidation, or before the first poll answered), or
+        the state an agent answered this plan's change with (`answers.adoptable`): the poll then waits
+        for a change from it rather than asking again."""
         if name in self._tasks:
             self._states[name] = state
 
@@ -106,7 +109,8 @@ class EstateWatch:
                 continue
             delay = RETRY_FIRST
             if self._epoch.get(name, 0) != epoch:  # asked before this plan changed it: maybe older
-                since = None
+                known = self._states.get(name)  # what its agent answered the change with, if kept
+                since = known.state_version if known is not None else None
                 continue
             if state.state_version is None:
                 self._polled.add(name)
