@@ -134,14 +134,6 @@ class ServerRuntime:
         groups = {s.repl_group for s in same_db if s.replicated and s.repl_group}
         return same_db, [s for s in peers if s.replicated and s.repl_group in groups]
 
-    def own_group(self, cur: Any, me: ServerState, replicated: list[ServerState]) -> list[ServerState]:
-        """The members of `me`'s replication group: from `replicated` (`database_peers`), which holds them
-        all when `me` is in a group, else read."""
-        if not me.replicated:
-            return []
-        if me.repl_group and any(s.name == me.name for s in replicated):
-            return [s for s in replicated if s.repl_group == me.repl_group]
-        return store.list_servers(cur, group=me.repl_group)
 
     def locked_tx(self, work: Callable[[Any, DatabaseState], T]) -> T:
         """Run `work(cursor, database state)` in one state transaction holding the estate lock."""
@@ -160,8 +152,11 @@ class ServerRuntime:
     def me(self, cur: Any) -> ServerState:
         me = store.get_server(cur, self.name)
         if me is None:
-            raise DatabaseError(f"server {self.name} is not registered in the estate state yet")
+            raise self.unregistered()
         return me
+
+    def unregistered(self) -> DatabaseError:
+        return DatabaseError(f"server {self.name} is not registered in the estate state yet")
 
     def take_fault(self, kind: str) -> tuple[Fault | None, str]:
         with self.fault_lock:
@@ -173,7 +168,7 @@ class ServerRuntime:
             cur = conn.cursor()
             looked = store.look(cur, self.name)
             if looked is None:
-                raise DatabaseError(f"server {self.name} is not registered in the estate state yet")
+                raise self.unregistered()
             me, portal, doc = looked
             masters = (store.list_servers(cur, group=me.repl_group, role="Master")
                        if me.replicated and me.repl_role == "Subscriber" else [])
@@ -259,7 +254,9 @@ class ServerRuntime:
         def work(cur: Any, db: DatabaseState) -> tuple[Outcome, float | None]:
             me = self.me(cur)
             same_db, replicated = self.database_peers(cur, me)
-            group = self.own_group(cur, me, replicated)
+            # its own group is among them: a replicated server always has a group (the fleet file's
+            # default), and it is a server of its own database
+            group = [s for s in replicated if s.repl_group == me.repl_group] if me.replicated else []
             pool = store.list_servers(cur, names=self.pool_peers)
             try:
                 go = check_install(me, version, self.estate.catalog, group, db, pool=pool, same_db=same_db,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from uwm_upgrade.adapters.servers import AgentState, ServerError
@@ -74,13 +76,22 @@ async def test_a_change_wakes_the_loop_and_the_next_poll_asks_for_a_newer_state(
         await watch.close()
 
 
-async def test_an_answer_to_a_poll_sent_before_an_effect_is_not_taken_for_the_state_after_it() -> None:
+@contextlib.asynccontextmanager
+async def known_at_v1() -> AsyncIterator[tuple[Agent, EstateWatch]]:
+    """A watch of ms-1 whose first poll brought its state "v1", with the next poll open."""
     agent, watch = Agent(), EstateWatch()
     watch.follow(agent, [MS1])  # type: ignore[arg-type]
     try:
         await until(lambda: len(agent.polls) == 1)
         agent.answers.put_nowait(state("2023.1", "v1"))
         await until(lambda: watch.current("ms-1") is not None and len(agent.polls) == 2)
+        yield agent, watch
+    finally:
+        await watch.close()
+
+
+async def test_an_answer_to_a_poll_sent_before_an_effect_is_not_taken_for_the_state_after_it() -> None:
+    async with known_at_v1() as (agent, watch):
         watch.invalidate(["ms-1"])  # the plan just asked ms-1 to install
         assert watch.current("ms-1") is None
         agent.answers.put_nowait(state("2023.1", "v1late"))  # sent before the install: dropped
@@ -88,20 +99,13 @@ async def test_an_answer_to_a_poll_sent_before_an_effect_is_not_taken_for_the_st
         assert watch.current("ms-1") is None and agent.polls[2] == (watch_module.WAIT_SECONDS, None)
         watch.remember("ms-1", state("2023.1", "v3"))  # what the turn asked itself
         assert watch.current("ms-1") == state("2023.1", "v3")
-    finally:
-        await watch.close()
 
 
 async def test_after_an_effect_the_state_its_agent_answered_with_is_current_and_polled_from() -> None:
     """The agent answered the plan's change with its state (`answers.adoptable` took it): the turn does not
     ask again, and the poll that was open before is dropped and sent again from that state, so the agent
     waits for the next change instead of answering at once what the plan already has."""
-    agent, watch = Agent(), EstateWatch()
-    watch.follow(agent, [MS1])  # type: ignore[arg-type]
-    try:
-        await until(lambda: len(agent.polls) == 1)
-        agent.answers.put_nowait(state("2023.1", "v1"))
-        await until(lambda: watch.current("ms-1") is not None and len(agent.polls) == 2)
+    async with known_at_v1() as (agent, watch):
         watch.invalidate(["ms-1"])
         watch.remember("ms-1", state("2023.1", "v2"))  # its answer to the change
         assert watch.current("ms-1") == state("2023.1", "v2")
@@ -109,8 +113,6 @@ async def test_after_an_effect_the_state_its_agent_answered_with_is_current_and_
         await until(lambda: len(agent.polls) == 3)
         assert agent.polls[2] == (watch_module.WAIT_SECONDS, "v2")
         assert watch.current("ms-1") == state("2023.1", "v2")
-    finally:
-        await watch.close()
 
 
 async def test_a_failing_watcher_forgets_the_state_and_wakes_the_loop() -> None:

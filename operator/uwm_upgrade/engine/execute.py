@@ -85,7 +85,7 @@ async def _each(names: Sequence[str], done: Sequence[str], call: Callable[[str],
 
 
 async def _answer(name: str, call: Awaitable[AgentState | None], answered: Answered) -> None:
-    """Make the change; keep the state the agent answered with (`EstateWatch.answered` judges its use)."""
+    """Make the change; keep the state the agent answered with (`answers.adoptable` judges its use)."""
     state = await call
     if state is not None:
         answered.setdefault(name, []).append(state)
