@@ -27,6 +27,7 @@ from uwm_upgrade.core.actions import (
     UpgradeSchema,
     Wait,
 )
+from uwm_upgrade.core.context import describe_estate
 from uwm_upgrade.core.decide import decide
 from uwm_upgrade.core.enums import MigrationStatus, Phase, Reason, ReplicationState, ServerPhase, StepName, StepState
 from uwm_upgrade.core.models import SpecError, UpgradePlanStatus
@@ -396,6 +397,31 @@ def test_unobserved_server_mid_hop_waits_until_the_running_step_times_out() -> N
     assert isinstance(one(decide(spec, status, gone, later(60))), Wait)
     late = one(decide(spec, status, gone, later(4000)))
     assert isinstance(late, Fail) and late.reason is Reason.TIMEOUT and "cannot observe ms-1" in late.message
+    assert "ms-1 unobserved, last seen 2021.1 out of rotation;" in late.message
+
+
+def test_a_timeout_while_no_server_answers_names_each_as_the_status_last_recorded_it() -> None:
+    # The campaign's fleet-kill: every agent down when the hung install's deadline passes. The Failed
+    # condition must still say which servers it leaves out of rotation, unreplicated, on which release.
+    spec = make_spec()
+    seen = estate(spec, servers={**ISO, "ps-1": {"replication_enabled": False, "version": T}})
+    status = at_step(spec, seen, key(StepName.INSTALL_FIRST_SERVER, server="ms-1", database="mgmt-db"),
+                     state=StepState.RUNNING)
+    blind = Observations({}, seen.databases, {}, tuple(ObservationGap(Where(server=n), "refused") for n in ALL))
+    late = one(decide(spec, status, blind, later(4000)))
+    assert isinstance(late, Fail) and late.reason is Reason.TIMEOUT
+    _, _, described = late.message.partition("Estate: ")
+    assert described.split("; ")[:3] == ["ms-1 unobserved, last seen 2021.1 out of rotation",
+                                         "ms-2 unobserved, last seen 2021.1 out of rotation",
+                                         "ps-1 unobserved, last seen 2023.1 master replication off"]
+
+
+def test_a_server_the_status_never_saw_is_only_unobserved() -> None:
+    spec = make_spec()
+    seen = estate(spec)
+    blind = Observations({k: v for k, v in seen.servers.items() if k != "ps-3"}, seen.databases, seen.health)
+    assert "ps-3 unobserved;" in describe_estate(spec, blind, FRESH)
+    assert "ps-3 unobserved;" in describe_estate(spec, blind)
 
 
 @pytest.mark.parametrize("phase", [Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK])

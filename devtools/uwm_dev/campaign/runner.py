@@ -118,6 +118,11 @@ def run_one(bed: Testbed, scenario: Scenario, root: Path) -> Outcome:
         verdict = judge(scenario, plan, findings, result, list(SERVERS), data_before, evidence.user_data(fleet.odbc),
                         evidence.backup_user_data(fleet.odbc, backups), versions_before,
                         {s: _agent_version(fleet, s) or "" for s in SERVERS})
+        if not verdict.held:  # what the plan said at the end, for whoever reads a run that did not hold
+            status = (plan or {}).get("status") or {}
+            ending = [c for c in status.get("conditions") or () if c.get("type") in ("Failed", "Ready")]
+            run.log += [f"plan {status.get('phase')}: {c.get('type')} {c.get('reason')}: {c.get('message')}"
+                        for c in ending]
         return Outcome(scenario, verdict, time.monotonic() - began, run.log)
     finally:
         if run is not None:

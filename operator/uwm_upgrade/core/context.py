@@ -19,8 +19,8 @@ from enum import StrEnum
 from functools import cached_property
 
 from .actions import Action, BeginRollback, CompleteStep, Fail, Wait
-from .enums import DONE_STATES, FailurePolicy, Reason, ReplicationRole, StepName, StepState, Strategy
-from .models import StepKey, StepStatus, UpgradePlanSpec, UpgradePlanStatus
+from .enums import DONE_STATES, FailurePolicy, Reason, ReplicationRole, ReplicationState, StepName, StepState, Strategy
+from .models import Server, StepKey, StepStatus, UpgradePlanSpec, UpgradePlanStatus
 from .observations import DatabaseObservation, Observations, ServerObservation, Where, redact
 from .planning import Hop, HopSteps, plan_steps
 from .safety import changed_databases, loss_window, served
@@ -231,7 +231,7 @@ class Context:
 
     def failure(self, reason: Reason, where: Where, message: str) -> Action:
         text = redact(message)
-        estate = describe_estate(self.spec, self.seen)
+        estate = describe_estate(self.spec, self.seen, self.status)
         if self.status.rolling_back:
             return Fail(Reason.ROLLBACK_FAILED, where, f"rollback of hop {self.hop.number} failed: {text}. {estate}")
         undo = self.strategy.rollback_steps
@@ -250,13 +250,15 @@ class Context:
         return Fail(reason, where, f"{text}. {estate}")
 
 
-def describe_estate(spec: UpgradePlanSpec, seen: Observations) -> str:
-    """The estate in one line (what a human finds if the operator stops here), secret-free."""
+def describe_estate(spec: UpgradePlanSpec, seen: Observations, status: UpgradePlanStatus | None = None) -> str:
+    """The estate in one line (what a human finds if the operator stops here), secret-free. A server this
+    pass could not observe is described as `status` last recorded it, saying so: a plan that stops while
+    its servers do not answer still tells which it left out of rotation, unreplicated or half upgraded."""
     parts = []
     for server in spec.servers():
         obs = seen.servers.get(server.name)
         if obs is None:
-            parts.append(f"{server.name} unobserved")
+            parts.append(f"{server.name} unobserved{_last_seen(server, status)}")
             continue
         bits = [obs.version, str(obs.phase)]
         if not obs.online:
@@ -280,6 +282,19 @@ def describe_estate(spec: UpgradePlanSpec, seen: Observations) -> str:
     if spec.replacements() and seen.clients is not None:
         parts.append(seen.clients.describe())
     return "Estate: " + "; ".join(parts)
+
+
+def _last_seen(server: Server, status: UpgradePlanStatus | None) -> str:
+    known = status.server(server.name) if status is not None else None
+    if known is None or known.version is None:
+        return ""
+    bits = [known.version]
+    if server.load_balanced and known.online is not None:
+        bits.append("in rotation" if known.online else "out of rotation")
+    if server.role is not ReplicationRole.NONE and known.replication is not None:
+        on = known.replication is ReplicationState.ENABLED
+        bits.append(f"{server.role.lower()} replication {'on' if on else 'off'}")
+    return ", last seen " + " ".join(bits)
 
 
 def hop_of(status: UpgradePlanStatus, number: int) -> Hop:

@@ -128,7 +128,7 @@ def abort_at_safe_point(spec: UpgradePlanSpec, status: UpgradePlanStatus, seen: 
     hop = status.current_hop
     if spec.abort is AbortMode.ROLLBACK and status.rolling_back:
         return action  # the hop is being rolled back already: let it finish
-    estate = describe_estate(spec, seen)
+    estate = describe_estate(spec, seen, status)
     if spec.abort is AbortMode.HALT or hop == 0:
         return Fail(Reason.ABORTED, Where(hop or None), f"aborted at a safe point (spec.abort {spec.abort}); {estate}")
     undoing = spec.model_copy(update={"failure_policy": FailurePolicy.ROLLBACK})

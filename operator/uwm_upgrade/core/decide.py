@@ -286,11 +286,11 @@ def _gates(spec: UpgradePlanSpec, status: UpgradePlanStatus, seen: Observations,
             not unjudged and status.plan_hash != _recorded_hash(spec, status, recorded_path, seen)):
         return Fail(Reason.INVALID_SPEC, Where(status.current_hop or None),
                     "the spec no longer describes the plan being run (it changed after the upgrade started);"
-                    " the estate was left as it is: " + describe_estate(spec, seen))
+                    " the estate was left as it is: " + describe_estate(spec, seen, status))
     if not 0 <= status.current_hop <= len(recorded_path):
         return Fail(Reason.INVALID_STATUS, Where(), f"the status says hop {status.current_hop} of a plan of"
                     f" {len(recorded_path)} hop(s): it was not written by this operator; the estate was left as"
-                    f" it is: {describe_estate(spec, seen)}")
+                    f" it is: {describe_estate(spec, seen, status)}")
     if status.current_hop == 0:
         first = hop_of(status, 1)
         return AdvanceHop(1, first.from_version, first.to_version)
