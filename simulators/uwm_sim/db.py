@@ -3,6 +3,12 @@
 Why: pyodbc blocks, so nothing here ever runs on the event loop; each unit of work is a plain
 function given a connection, run in a worker thread, committed on success and rolled back on any
 error. Connection strings are secrets: errors name the database by its fleet name and are redacted.
+
+Every cursor a unit of work opens is closed before its connection goes back to the pool or is closed:
+a cursor left to the garbage collector is freed whenever its last reference goes (a local of a frame
+that returned later than the `with`, a traceback), by then possibly while another thread uses or
+closes the same connection, and unixODBC then frees a statement of a connection being torn down. That
+crashed the whole fleet (SIGSEGV in `SQLFreeHandle`) when PostgreSQL restarted under load.
 """
 
 from __future__ import annotations
@@ -36,6 +42,32 @@ def redact(text: str, *secrets: str) -> str:
     return _SECRET_KV.sub(lambda m: f"{m.group(1)}=***", text)
 
 
+class Tracked:
+    """The connection a unit of work is given: the same connection, remembering the cursors it opens."""
+
+    def __init__(self, conn: Any) -> None:
+        self.raw = conn
+        self._cursors: list[Any] = []
+
+    def cursor(self) -> Any:
+        cur = self.raw.cursor()
+        self._cursors.append(cur)
+        return cur
+
+    def execute(self, sql: str, *params: Any) -> Any:
+        cur = self.cursor()
+        return cur.execute(sql, *params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+    def close_cursors(self) -> None:
+        cursors, self._cursors = self._cursors, []
+        for cur in cursors:
+            with suppress(pyodbc.Error):
+                cur.close()
+
+
 class Pool:
     """Idle connections kept for reuse; a new one is opened whenever none is idle (never blocks)."""
 
@@ -53,16 +85,20 @@ class Pool:
         return conn
 
     @contextmanager
-    def connection(self) -> Iterator[Any]:
+    def connection(self) -> Iterator[Tracked]:
+        """A connection for one unit of work; its cursors are closed before anything else happens to it."""
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = self._connect()
+        tracked = Tracked(conn)
         try:
-            yield conn
+            yield tracked
         except BaseException:
+            tracked.close_cursors()
             _close(conn)
             raise
+        tracked.close_cursors()
         with self._lock:
             if not self._closed and len(self._idle) < self._max_idle:
                 self._idle.append(conn)
@@ -123,13 +159,15 @@ class Database:
             with self.pool.connection() as conn:
                 try:
                     yield conn
+                    conn.close_cursors()
                     conn.commit()
                 except BaseException:
-                    _take_pending(conn)
+                    conn.close_cursors()
+                    _take_pending(conn.raw)
                     with suppress(pyodbc.Error):
                         conn.rollback()
                     raise
-                done = _take_pending(conn)
+                done = _take_pending(conn.raw)
                 if done and self.on_commit is not None:
                     self.on_commit(done)
         except pyodbc.Error as exc:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import pyodbc
 import pytest
 
 from uwm_sim import uwmdb
@@ -38,6 +39,32 @@ def test_errors_never_carry_the_connection_string(odbc: str) -> None:
     with pytest.raises(DatabaseError, match="database mgmt-db:"):
         bad_sql.call_sync(lambda c: c.execute("SELECT * FROM no_such_table"))
     bad_sql.close()
+
+
+def test_every_cursor_of_a_unit_of_work_is_closed_when_it_ends(odbc: str) -> None:
+    # A cursor left open outlives its unit of work (a local, a traceback) and was freed later, while
+    # another thread used or closed its pooled connection: the fleet died of SIGSEGV in unixODBC when
+    # PostgreSQL restarted under load. Each is closed before its connection goes back or is closed.
+    db = Database("mgmt-db", odbc, detect(odbc))
+    kept: list[Any] = []
+
+    def opens_two(conn: Any) -> int:
+        kept.extend((conn.cursor(), conn.execute("SELECT 1")))
+        return int(kept[-1].fetchone()[0])
+
+    def fails(conn: Any) -> None:
+        kept.append(conn.cursor())
+        kept[-1].execute("SELECT * FROM no_such_table")
+
+    assert db.call_sync(opens_two) == 1
+    with pytest.raises(DatabaseError):
+        db.call_sync(fails)
+    assert len(kept) == 3
+    for cur in kept:
+        with pytest.raises(pyodbc.ProgrammingError, match="closed cursor"):
+            cur.execute("SELECT 1")
+    assert db.call_sync(lambda c: c.execute("SELECT 2").fetchone()[0]) == 2  # the pooled connection still serves
+    db.close()
 
 
 def test_uwm_schema_is_created_once_and_seeded(new_database: str) -> None:

@@ -18,6 +18,7 @@ import pytest
 from uwm_upgrade.adapters import db_session
 from uwm_upgrade.adapters.database import Database, DatabaseError, DatabaseLimits
 from uwm_upgrade.adapters.odbc import OdbcString
+from uwm_upgrade.adapters.sql_dialect import Dialect, dialect_of
 
 PG = "DRIVER={PostgreSQL Unicode};SERVER=db.corp;PORT=5432;DATABASE=mgmt;UID=uwm;PWD=s3cr3t-pw"
 MS = "DRIVER={ODBC Driver 18 for SQL Server};SERVER=sql.corp,1433;DATABASE=uwm-mgmt;UID=sa;PWD=s3cr3t-pw"
@@ -27,7 +28,7 @@ TABLES = ["uwm_migrations", "uwm_schema_info", "uwm_schema_lock", "uwm_user_data
 
 class Cursor:
     def __init__(self, rows: list[tuple[Any, ...]], sql: str = "") -> None:
-        self.rows, self.description = rows, None
+        self.rows, self.description, self.closed = rows, None, False
         if sql.startswith("RESTORE HEADERONLY"):
             self.description = [(n,) for n in ("BackupName", "BackupDescription", "DatabaseName", "BackupFinishDate")]
 
@@ -39,6 +40,9 @@ class Cursor:
 
     def nextset(self) -> bool:
         return False
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @dataclass
@@ -314,3 +318,28 @@ async def test_a_sql_server_restore_runs_from_master_however_database_was_writte
     databases = [OdbcString.parse(c["text"]).get("DATABASE") for c in driver.connects]
     assert "master" in databases and set(databases) == {"master", "uwm mgmt"}
     assert all(c["autocommit"] for c in driver.connects)  # RESTORE cannot run in a transaction
+
+
+def test_every_cursor_of_a_call_is_closed_before_the_connection_is_given_up() -> None:
+    # A cursor kept alive by a traceback was freed later on another thread, while the connection served
+    # (or closed for) the next call: unixODBC crashes on that (SIGSEGV in SQLFreeHandle). A call's
+    # cursors are closed before it returns or raises, whether or not its connection is kept.
+    driver = FakeDriver()
+    odbc = OdbcString.parse(PG)
+    session = db_session.Session(odbc, Dialect(dialect_of(odbc)), FAST, driver.connect)
+    kept: list[Cursor] = []
+
+    def reads(conn: Any) -> Any:
+        kept.append(conn.execute("SELECT schema_version FROM uwm_schema_info"))
+        return kept[-1].fetchone()
+
+    def refuses(conn: Any) -> None:  # not a driver error: the connection is kept for the next call
+        kept.append(conn.execute("SELECT holder FROM uwm_schema_lock"))
+        raise ValueError("an unexpected value")
+
+    assert session.run(reads) == ("2021.1",)
+    with pytest.raises(ValueError, match="unexpected value"):
+        session.run(refuses)
+    assert [c.closed for c in kept] == [True, True]
+    assert session.run(reads) == ("2021.1",) and len(driver.connects) == 1
+

@@ -104,6 +104,7 @@ def run_one(bed: Testbed, scenario: Scenario, root: Path) -> Outcome:
         run.done.set()
         for t in threads:
             t.join(60)
+        died = fleet.process.proc.poll()  # crashed by itself: a fleet-kill restarted it before its thread ended
         bed.start_apiserver()  # whatever a disruption left stopped comes back before the evidence is read
         bed.start_postgres()
         plan = _plan_or_none(bed, namespace, name) or plan
@@ -118,6 +119,10 @@ def run_one(bed: Testbed, scenario: Scenario, root: Path) -> Outcome:
         verdict = judge(scenario, plan, findings, result, list(SERVERS), data_before, evidence.user_data(fleet.odbc),
                         evidence.backup_user_data(fleet.odbc, backups), versions_before,
                         {s: _agent_version(fleet, s) or "" for s in SERVERS})
+        if died is not None:  # the run tested nothing of the operator after that: it does not hold
+            verdict.problems.append(f"the simulator fleet exited by itself (code {died}) during the run; see"
+                                    f" {fleet.process.log}")
+            verdict.held = False
         if not verdict.held:  # what the plan said at the end, for whoever reads a run that did not hold
             status = (plan or {}).get("status") or {}
             ending = [c for c in status.get("conditions") or () if c.get("type") in ("Failed", "Ready")]

@@ -10,6 +10,11 @@ with a statement timeout (`SET statement_timeout` on PostgreSQL, whose driver re
 `JOBS`, with a connection of their own: a call starts the job (or finds it running) and waits a bounded
 while; if it is not done by then the call says so as a transient error and the next call polls it again.
 
+Every cursor a call opens is closed before the call gives its connection up (`_Tracked`): left to the
+garbage collector (a traceback keeps it alive), it would be freed later on another thread, possibly while
+the next call uses the connection, and unixODBC does not survive freeing a statement of a connection in
+use or being closed (the simulators' fleet died of it, SIGSEGV in `SQLFreeHandle`).
+
 Every error that leaves this module is a `DatabaseError` that says what failed, never the connection
 string's credentials or server (they are redacted with the one parser, `odbc.OdbcString.redact`).
 """
@@ -127,6 +132,35 @@ _LOST = ("no connection", "connection has been lost", "server closed the connect
 Connect = Callable[..., Any]
 
 
+class _Tracked:
+    """The connection a call is given: the same connection, remembering the cursors it opens."""
+
+    def __init__(self, conn: Any) -> None:
+        self.raw = conn
+        self._cursors: list[Any] = []
+
+    def cursor(self) -> Any:
+        cur = self.raw.cursor()
+        self._cursors.append(cur)
+        return cur
+
+    def execute(self, sql: str, *params: Any) -> Any:
+        cur = self.raw.execute(sql, *params)
+        self._cursors.append(cur)
+        return cur
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+    def close_cursors(self) -> None:
+        cursors, self._cursors = self._cursors, []
+        for cur in cursors:
+            try:
+                cur.close()
+            except Exception:  # a cursor of a broken connection: nothing left to free
+                continue
+
+
 @dataclass
 class Session:
     """One persistent connection to one database, for one short call at a time."""
@@ -175,11 +209,14 @@ class Session:
                 reused = self._conn is not None
                 if self._conn is None:
                     self._conn = self.open(self.limits.statement_seconds)
+                tracked = _Tracked(self._conn)
                 try:
-                    result = fn(self._conn)
+                    result = fn(tracked)
+                    tracked.close_cursors()
                     self._conn.commit()
                     return result
                 except BaseException as exc:
+                    tracked.close_cursors()
                     self._after_error(exc)
                     if attempt == 1 and reused and _connection_lost(exc):
                         continue
