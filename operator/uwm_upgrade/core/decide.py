@@ -290,7 +290,7 @@ def _gates(spec: UpgradePlanSpec, status: UpgradePlanStatus, seen: Observations,
     if not 0 <= status.current_hop <= len(recorded_path):
         return Fail(Reason.INVALID_STATUS, Where(), f"the status says hop {status.current_hop} of a plan of"
                     f" {len(recorded_path)} hop(s): it was not written by this operator; the estate was left as"
-                    f" it is: {describe_estate(spec, seen, status)}")
+                    f" it is: {describe_estate(spec, seen)}")
     if status.current_hop == 0:
         first = hop_of(status, 1)
         return AdvanceHop(1, first.from_version, first.to_version)
