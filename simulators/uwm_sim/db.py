@@ -159,10 +159,8 @@ class Database:
             with self.pool.connection() as conn:
                 try:
                     yield conn
-                    conn.close_cursors()
                     conn.commit()
                 except BaseException:
-                    conn.close_cursors()
                     _take_pending(conn.raw)
                     with suppress(pyodbc.Error):
                         conn.rollback()

@@ -260,13 +260,8 @@ def describe_estate(spec: UpgradePlanSpec, seen: Observations, status: UpgradePl
         if obs is None:
             parts.append(f"{server.name} unobserved{_last_seen(server, status)}")
             continue
-        bits = [obs.version, str(obs.phase)]
-        if not obs.online:
-            bits.append("offline")
-        if server.load_balanced:
-            bits.append("in rotation" if obs.in_rotation else "out of rotation")
-        if server.role is not ReplicationRole.NONE:
-            bits.append(f"{server.role.lower()} replication {'on' if obs.replication_enabled else 'off'}")
+        bits = [obs.version, str(obs.phase), *(() if obs.online else ("offline",))]
+        bits += _pool_and_replication(server, obs.in_rotation, obs.replication_enabled)
         parts.append(f"{server.name} {' '.join(bits)}")
     for r in spec.replacements():  # strategy CleanInstall: the new servers, and where clients point
         obs = seen.servers.get(r.new.name)
@@ -284,17 +279,22 @@ def describe_estate(spec: UpgradePlanSpec, seen: Observations, status: UpgradePl
     return "Estate: " + "; ".join(parts)
 
 
+def _pool_and_replication(server: Server, in_rotation: bool | None, replicating: bool | None) -> list[str]:
+    """A server's pool membership and replication, in the words of the estate line (None: not known)."""
+    bits = []
+    if server.load_balanced and in_rotation is not None:
+        bits.append("in rotation" if in_rotation else "out of rotation")
+    if server.role is not ReplicationRole.NONE and replicating is not None:
+        bits.append(f"{server.role.lower()} replication {'on' if replicating else 'off'}")
+    return bits
+
+
 def _last_seen(server: Server, status: UpgradePlanStatus | None) -> str:
     known = status.server(server.name) if status is not None else None
     if known is None or known.version is None:
         return ""
-    bits = [known.version]
-    if server.load_balanced and known.online is not None:
-        bits.append("in rotation" if known.online else "out of rotation")
-    if server.role is not ReplicationRole.NONE and known.replication is not None:
-        on = known.replication is ReplicationState.ENABLED
-        bits.append(f"{server.role.lower()} replication {'on' if on else 'off'}")
-    return ", last seen " + " ".join(bits)
+    replicating = None if known.replication is None else known.replication is ReplicationState.ENABLED
+    return ", last seen " + " ".join([known.version, *_pool_and_replication(server, known.online, replicating)])
 
 
 def hop_of(status: UpgradePlanStatus, number: int) -> Hop:
