@@ -44,6 +44,8 @@ class Figures:
     reaction_ms: dict[str, float]
     phase: str
     steps: int
+    status_writes: int = 0
+    events: int = 0
 
     @property
     def ratio(self) -> float:
@@ -52,7 +54,8 @@ class Figures:
     def as_json(self) -> dict[str, Any]:
         return {"wall_s": round(self.wall_s, 2), "critical_path_s": round(self.critical_path_s, 2),
                 "ratio": round(self.ratio, 3), "writes_per_step": round(self.writes_per_step, 2),
-                "reaction_ms": self.reaction_ms, "phase": self.phase, "steps": self.steps}
+                "reaction_ms": self.reaction_ms, "phase": self.phase, "steps": self.steps,
+                "status_writes": self.status_writes, "events": self.events}
 
 
 def metric(port: int, name: str) -> float | None:
@@ -85,7 +88,7 @@ def measure(bed: Testbed, plan: dict[str, Any], namespace: str, fleet: estate.Fl
     posted = events_posted(bed, namespace, plan["metadata"]["name"])
     steps = step_count(status)
     return Figures(wall, path, (writes + posted) / max(steps, 1), reactions(events, timing),
-                   str(status.get("phase")), steps)
+                   str(status.get("phase")), steps, int(writes), posted)
 
 
 def step_count(status: dict[str, Any]) -> int:

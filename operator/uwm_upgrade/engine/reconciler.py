@@ -6,7 +6,9 @@ only its I/O: observing, the status patch, the Events, the effects, the metrics.
 crash at any instant leaves a record saying what may have been asked; the next loop, in this process or
 the next, observes the estate and lets `decide()` tell whether it happened. The turn's effects run
 concurrently. A change of wording only (a message) is held back, for at most `WORDING_SECONDS`, to go
-with the next write, unless an effect follows. Events are posted beside the loop (`announce.py`).
+with the next write, unless an effect follows; a record (what a turn without effect saw and decided,
+what a backup gave) waits, in the same phase, for the next write, at most `DEFER_SECONDS`; a loop that
+stops writes what it left. Events are posted beside the loop (`announce.py`).
 
 The loop sleeps until the earliest of: what `decide()` asked for (the first awaited moment: a period of
 a status page, a step's timeout), a change of any watched server's state (`watch.py`: one long poll per
@@ -45,6 +47,7 @@ from ..core.actions import (
     Effect,
     Idle,
     RestoreBackup,
+    UpgradeSchema,
     describe,
 )
 from ..core.context import Limits
@@ -74,7 +77,7 @@ KUBE_BACKOFF_CAP = 5.0  # the API server unreachable: look again often, the outa
 ERROR_BACKOFF_CAP = 60.0  # an error retrying cannot quickly cure (a bug, a refused write, a broken answer)
 WORDING_SECONDS = 10.0  # a change of wording only waits at most this long for the next write
 WAKE_CHECK_SECONDS = 0.25  # how often a sleeping loop looks at its spec and its stop flag
-DEFER_SECONDS = 1.0  # a turn without effects leaves its record to the next turn for at most this long
+DEFER_SECONDS = 2.0  # a record waits for the next turn's write at most this long
 GATHER_SECONDS = 0.01  # woken by a change, the loop waits this long for the changes that come with it
 
 
@@ -118,6 +121,7 @@ class Plan:
         self.stall_note: str | None = None  # the last stall announced by an Event
         self.observed_gaps = False
         self.deferred: tuple[UpgradePlanStatus, ...] = ()  # statuses of turns whose record was left to the next
+        self.deferred_since: float | None = None  # monotonic: when the oldest record not yet written was made
         self.decided_on = self._fingerprint()  # the spec generation and approval the turn decides on
 
     @property
@@ -146,6 +150,19 @@ class Plan:
         self.on_server = _dict(fresh["status"]) if fresh.get("status") is not None else None
         self.resource_version = (fresh.get("metadata") or {}).get("resourceVersion")
 
+    async def flush(self) -> None:
+        """The loop stops (a shutdown, a deletion): a record left for the next write is written now, if
+        this process still leads the plan's namespace; if it cannot be, the next loop's first look sees
+        again what it said."""
+        if self.deferred_since is None:
+            return
+        try:
+            await self.write(passed=self.deferred)
+            self.deferred = ()
+        except (LeadershipLost, KubeError) as exc:
+            self.logger.info("a record left for the next write was not written (%s): the next look sees it again",
+                             self.runtime.scrub(str(exc)) or type(exc).__name__)
+
     async def close(self) -> None:
         """The loop ends: its Events get a few seconds to be posted; its watchers stop."""
         await self.announcer.close()
@@ -169,11 +186,13 @@ class Plan:
         now = asyncio.get_running_loop().time()
         if not ops:
             metrics.STATUS_WRITES_SKIPPED.inc()
+            self.deferred_since = None  # nothing left unwritten
             if not fence:
                 return
         elif (not (fence or urgent) and now - self.last_write < WORDING_SECONDS
               and only_wording(self.written, self.status)):
             metrics.STATUS_WRITES_HELD.inc()
+            self.deferred_since = None  # only wording left unwritten, held by its own rule
             return
         self.fence()
         try:
@@ -194,20 +213,32 @@ class Plan:
         if not ops:
             return
         self.writes += 1
-        self.last_write = now
+        self.last_write, self.deferred_since = now, None
         metrics.STATUS_WRITES.inc()
         self._announce(self.written, self.status, passed)
         self.written, self.on_server = self.status, status_to_wire(self.status)
         metrics.show_plan(self.namespace, self.name, self.status)
 
     def _may_defer(self) -> bool:
-        """Whether this turn, which has no effect, may leave its record to the next: a watched server
-        changed while it ran (so the next turn starts at once, and writes), the plan is not over, and the
-        last write is recent. A record is what was seen and decided, never what was asked: whatever an
-        effect may have started is written, fenced, before the effect, so a crash in between loses only
-        what the next look sees again."""
-        recent = asyncio.get_running_loop().time() - self.last_write < DEFER_SECONDS
-        return self.watch.changed.is_set() and recent and self.status.phase not in TERMINAL_PHASES
+        """Whether this record (of a turn without effect, or of what effects gave) may be left to the next
+        turn's write: no record has waited `DEFER_SECONDS` yet, and the phase is the one written (a plan
+        that is over, paused or waiting for someone says so at once). The sleep after this turn ends when
+        the oldest record has waited that long (`sleep`), so the next turn writes it then at the latest;
+        whatever write comes first (the next effect's, another record's) takes it along. A record is what
+        was seen and decided, or what an effect answered, never what is about to be asked: whatever an
+        effect may start is written, fenced, before the effect, and a migration's request right after it;
+        so a crash in between loses only what the next look sees again."""
+        now = asyncio.get_running_loop().time()
+        waited = now - (self.deferred_since if self.deferred_since is not None else now)
+        return waited < DEFER_SECONDS and self.status.phase not in TERMINAL_PHASES \
+            and self.status.phase == self.written.phase
+
+    def _defer(self, passed: tuple[UpgradePlanStatus, ...]) -> None:
+        """Leave this record to the next turn's write, which announces its phase changes too."""
+        self.deferred = (*self.deferred, *passed, self.status)
+        if self.deferred_since is None:
+            self.deferred_since = asyncio.get_running_loop().time()
+        metrics.STATUS_WRITES_DEFERRED.inc()
 
     async def _written_since_by_metadata_only(self) -> bool:
         """After a 409: whether the plan was written since only in what this turn did not decide on (kopf's
@@ -260,10 +291,13 @@ class Plan:
     async def sleep(self, seconds: float, stopped: StopFlag) -> None:
         """Wait up to ``seconds``, but wake as soon as a watched server's state changes (`watch.py`), or
         the spec or the approval annotation changes; at most the poll interval while an agent cannot be
-        long-polled or the last look missed something."""
+        long-polled or the last look missed something, and never past the moment a record left unwritten
+        has waited `DEFER_SECONDS`."""
         if not self.watch.live or self.observed_gaps:
             seconds = min(seconds, self.runtime.limits.poll_seconds)
         loop = asyncio.get_running_loop()
+        if self.deferred_since is not None:  # a record left unwritten is written when it has waited enough
+            seconds = min(seconds, max(0.0, self.deferred_since + DEFER_SECONDS - loop.time()))
         start, before = loop.time(), self._fingerprint()
         if self.watch.changed.is_set():
             await asyncio.sleep(0)  # never a turn after a turn without letting the event loop run
@@ -312,9 +346,8 @@ class Plan:
         if acting or not self._may_defer():
             await self.write(fence=acting, passed=(*self.deferred, *turn.passed))
             self.deferred = ()
-        else:  # the next turn, at once, writes what this one recorded (and announces its phase changes)
-            self.deferred = (*self.deferred, *turn.passed, self.status)
-            metrics.STATUS_WRITES_DEFERRED.inc()
+        else:  # the next turn, within DEFER_SECONDS, writes what this one recorded
+            self._defer(turn.passed)
         outcomes: tuple[Outcome, ...] = ()
         if acting and estate is not None:
             self.fence()
@@ -326,8 +359,15 @@ class Plan:
                 self.watch.remember(name, state)
             outcomes = tuple(r for r in results if isinstance(r, Outcome))
             self.status = after_effect(self.status, outcomes, utcnow())
-            # what cannot wait (a backup taken, a migration asked for), and why an effect failed
-            await self.write(urgent=any(o.error is not None for o in outcomes))
+            # What cannot wait: why an effect failed, and that a migration was asked for (it is never asked
+            # twice, even across a crash). What effects gave otherwise (a backup taken and verified, found
+            # again by its id after a crash) goes with the next turn's write, which follows at once.
+            urgent = any(o.error is not None for o in outcomes)
+            if urgent or any(isinstance(o.effect, UpgradeSchema) for o in outcomes) or not self._may_defer():
+                await self.write(urgent=urgent)
+                self.deferred = ()
+            else:
+                self._defer(())
             for result in results:
                 if isinstance(result, BaseException):  # recorded what went through; now the catch-all
                     raise result
@@ -397,6 +437,7 @@ async def drive(runtime: Runtime, body: Mapping[str, Any], stopped: StopFlag,
         runtime.loops.add(uid)
         try:
             over = await _loop(runtime, plan, stopped, logger)
+            await plan.flush()
         finally:
             runtime.loops.discard(uid)
             await plan.close()
