@@ -92,7 +92,8 @@ class FakeKube:
                                resource_version: str | None = None) -> dict[str, Any]:
         """The engine's JSON patch, applied as the API server applies it (`apply_ops`), after the hook of
         another writer, the scripted failures (each sees the top-level fields the patch writes, as they
-        would be after it) and the fencing by resourceVersion."""
+        would be after it) and the fencing by resourceVersion. Like a request, it lets the loop run first."""
+        await asyncio.sleep(0)
         if self.before_patch is not None:
             hook, self.before_patch = self.before_patch, None
             hook(self)
@@ -173,8 +174,11 @@ class LoopHarness:
         self.observe_hook: Callable[[], Awaitable[None]] | None = None
         self.execute_hook: Callable[[Effect], Awaitable[None]] | None = None
         self.effects: list[str] = []
+        # an effect's look before it asks (`execute.precheck`): none, unless a test gives one
+        self.precheck: Callable[[Effect], Awaitable[None] | None] = lambda effect: None
         monkeypatch.setattr(reconciler, "observe", self._observe)
         monkeypatch.setattr(reconciler, "execute", self._execute)
+        monkeypatch.setattr(reconciler, "precheck", lambda estate, effect: self.precheck(effect))
         monkeypatch.setattr(reconciler.Plan, "sleep", self._sleep)
 
     async def _observe(self, estate: Any, spec: Any, status: Any, now: Any, competing: tuple[str, ...] = ()) -> Any:
@@ -184,7 +188,10 @@ class LoopHarness:
             raise self.observe_error
         return self.estate.observe()
 
-    async def _execute(self, estate: Any, spec: Any, effect: Effect, answered: Any = None) -> Any:
+    async def _execute(self, estate: Any, spec: Any, effect: Effect, answered: Any = None,
+                       checked: Awaitable[None] | None = None) -> Any:
+        if checked is not None:  # as the real one: the look first, then the request
+            await checked
         if self.execute_hook is not None:
             await self.execute_hook(effect)
         self.effects.append(type(effect).__name__)

@@ -15,7 +15,7 @@ from uwm_upgrade.core.decide import decide
 from uwm_upgrade.core.enums import StepName
 from uwm_upgrade.core.observations import PermanentError
 from uwm_upgrade.core.planning import backup_id
-from uwm_upgrade.engine.execute import execute
+from uwm_upgrade.engine.execute import execute, precheck
 from uwm_upgrade.engine.observe import Estate
 
 STEP = key(StepName.UPGRADE_SCHEMA, server="ms-1", database="mgmt-db")
@@ -80,3 +80,19 @@ def test_decide_names_the_hops_backup_for_the_gate(enabled: bool) -> None:
     assert isinstance(action, UpgradeSchema), action
     assert status.plan_hash and status.started_at
     assert action.backup_id == (backup_id(status.plan_hash, status.started_at, 1) if enabled else None)
+
+
+async def test_a_gate_started_before_is_what_the_migration_waits_for() -> None:
+    """The loop starts the gate (`precheck`) beside the status write before the effect; `execute` then
+    waits for it, and asks the portal only once it passed (once, not verifying twice)."""
+    est, log = _estate(_info(True))
+    action = UpgradeSchema(STEP, "ms-1", "mgmt-db", "2023.1", "plan-h1")
+    gate = precheck(est, action)
+    assert gate is not None
+    await execute(est, make_spec(), action, checked=gate)
+    assert log == ["verify plan-h1", "portal ms-1 ['mgmt-db']"]
+    failing, failing_log = _estate(None)
+    with pytest.raises(PermanentError, match="backup plan-h1 of mgmt-db is missing"):
+        await execute(failing, make_spec(), action, checked=precheck(failing, action))
+    assert failing_log == ["verify plan-h1"]  # the portal was never asked
+    assert precheck(est, UpgradeSchema(STEP, "ms-1", "mgmt-db", "2023.1")) is None  # no backup, no gate

@@ -91,10 +91,22 @@ async def _answer(name: str, call: Awaitable[AgentState | None], answered: Answe
         answered.setdefault(name, []).append(state)
 
 
+def precheck(estate: Estate, action: Effect) -> Awaitable[None] | None:
+    """What `action` must find true before it asks anything, as a look that changes nothing, so the loop
+    starts it beside the status write that precedes the effect (`execute` awaits it before it asks): a
+    schema upgrade's backup verified again. None: nothing to look at first."""
+    match action:
+        case UpgradeSchema(database=database, backup_id=str(bid)):
+            step = action.step
+            return _backup_still_verifies(estate, database, bid, Where(step.hop, step.name, step.server, step.database))
+    return None
+
+
 async def execute(estate: Estate, spec: UpgradePlanSpec, action: Effect,
-                  answered: Answered | None = None) -> BackupObservation | None:
+                  answered: Answered | None = None, checked: Awaitable[None] | None = None) -> BackupObservation | None:
     """Do ``action``; return the backup for a BackupDatabase, else None. Raises UpgradeError subclasses.
-    `answered` receives, by server, the states the agents answered a change with."""
+    `answered` receives, by server, the states the agents answered a change with; `checked` is the
+    action's `precheck`, if the caller started it already (else it is made here, first)."""
     step = action.step
     where = Where(step.hop, step.name, step.server, step.database)
     client = estate.servers
@@ -113,9 +125,10 @@ async def execute(estate: Estate, spec: UpgradePlanSpec, action: Effect,
                 await _each(names, [], lambda n: client.set_rotation(n, spec.server(n).url, in_rotation), answers)
             case InstallServer(server=name, version=version):
                 await _answer(name, client.install(name, spec.server(name).url, version), answers)
-            case UpgradeSchema(server=name, database=database, backup_id=bid):
-                if bid is not None:
-                    await _backup_still_verifies(estate, database, bid, where)
+            case UpgradeSchema(server=name, database=database):
+                gate = checked if checked is not None else precheck(estate, action)
+                if gate is not None:
+                    await gate
                 await client.portal_update_selected(name, spec.server(name).url, [database])
             case ClosePortal(server=name):
                 await client.portal_close(name, spec.server(name).url)

@@ -35,7 +35,7 @@ import contextlib
 import datetime as dt
 import logging
 import traceback
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -62,7 +62,7 @@ from ..core.wire_patch import only_wording, status_ops, wire_ops
 from . import metrics
 from .announce import Announcer
 from .answers import adoptable, touched
-from .execute import execute
+from .execute import execute, precheck
 from .observe import Estate, observe
 from .overlap import competing_plans
 from .runtime import Runtime, reach, time_zone, utcnow
@@ -343,17 +343,27 @@ class Plan:
             self.logger.info("decided: %s", redact(describe(action)))
         self.status = unstalled(turn.status, now)
         acting = bool(turn.effects) and estate is not None
-        if acting or not self._may_defer():
-            await self.write(fence=acting, passed=(*self.deferred, *turn.passed))
-            self.deferred = ()
-        else:  # the next turn, within DEFER_SECONDS, writes what this one recorded
-            self._defer(turn.passed)
+        # the looks the effects need first (a backup verified again), beside the write that precedes them
+        checks = _start_checks(estate, turn.effects) if acting and estate is not None else {}
+        try:
+            if acting or not self._may_defer():
+                await self.write(fence=acting, passed=(*self.deferred, *turn.passed))
+                self.deferred = ()
+            else:  # the next turn, within DEFER_SECONDS, writes what this one recorded
+                self._defer(turn.passed)
+        except BaseException:
+            await _cancel(checks.values())
+            raise
         outcomes: tuple[Outcome, ...] = ()
         if acting and estate is not None:
-            self.fence()
+            try:
+                self.fence()
+            except LeadershipLost:
+                await _cancel(checks.values())
+                raise
             answered: dict[str, list[AgentState]] = {}
-            results = await asyncio.gather(*(self._carry_out(estate, spec, e, answered) for e in turn.effects),
-                                           return_exceptions=True)
+            results = await asyncio.gather(*(self._carry_out(estate, spec, e, answered, checks.get(i))
+                                             for i, e in enumerate(turn.effects)), return_exceptions=True)
             self.watch.invalidate(touched(spec, turn.effects))
             for name, state in adoptable(spec, turn.effects, answered).items():
                 self.watch.remember(name, state)
@@ -393,10 +403,10 @@ class Plan:
         return estate, replace(seen, database_targets=credentials.database_targets())
 
     async def _carry_out(self, estate: Estate, spec: UpgradePlanSpec, effect: Effect,
-                         answered: dict[str, list[AgentState]]) -> Outcome:
+                         answered: dict[str, list[AgentState]], checked: asyncio.Task[None] | None = None) -> Outcome:
         limit = effect_deadline(self.runtime.limits, effect)
         try:
-            return Outcome(effect, await asyncio.wait_for(execute(estate, spec, effect, answered), limit))
+            return Outcome(effect, await asyncio.wait_for(execute(estate, spec, effect, answered, checked), limit))
         except TimeoutError:
             step = effect.step
             error: UpgradeError = TransientError(Where(step.hop, step.name, step.server, step.database),
@@ -407,6 +417,24 @@ class Plan:
             metrics.RETRIES.labels(effect.step.name.value).inc()
         self.logger.warning("%s: %s", describe(effect), error)
         return Outcome(effect, error=error)
+
+
+def _start_checks(estate: Estate, effects: tuple[Effect, ...]) -> dict[int, asyncio.Task[None]]:
+    """Each effect's `precheck` started now (by the effect's index in the turn), for the effect to await."""
+    checks: dict[int, asyncio.Task[None]] = {}
+    for i, effect in enumerate(effects):
+        look = precheck(estate, effect)
+        if look is not None:
+            checks[i] = asyncio.ensure_future(look)
+    return checks
+
+
+async def _cancel(tasks: Iterable[asyncio.Task[None]]) -> None:
+    """Checks whose effect will not run (the write before it failed): stopped, their outcome dropped."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 def effect_deadline(limits: Limits, effect: Effect) -> float:
