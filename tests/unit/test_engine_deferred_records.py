@@ -2,9 +2,9 @@
 
 Why: most turns only record what the last look showed (a step completed, a server waited for); writing
 each of them costs an API write per turn, about as many as the steps themselves. Such a record goes with
-the next write (the next effect's, fenced, or the next record's once one has waited `DEFER_SECONDS`);
-the sleep after a turn ends when the oldest record has waited that long, and a loop that stops writes
-what it left. Whatever an effect may start is still written before the effect (test_engine_loop.py).
+the next write (the next effect's, fenced), or is written while the loop sleeps once the oldest has
+waited `DEFER_SECONDS`; a loop that stops writes what it left. Whatever an effect may start is still
+written before the effect (test_engine_loop.py).
 """
 
 from __future__ import annotations
@@ -47,14 +47,47 @@ async def test_a_record_without_effect_waits_for_the_next_write_and_the_loop_wri
     assert steps["DisableReplication"] == "Succeeded", steps  # (TakeOutOfRotation waits for its pool to drain)
 
 
-async def test_the_sleep_after_a_turn_ends_when_a_record_left_unwritten_has_waited_long_enough(
+async def test_a_record_that_has_waited_long_enough_is_written_while_the_loop_sleeps_without_a_look(
         monkeypatch: pytest.MonkeyPatch) -> None:
     real_sleep = reconciler.Plan.sleep
     h = LoopHarness(monkeypatch)
     plan = reconciler.Plan(h.runtime, h.kube.plan, logging.getLogger("test"))
-    assert plan.watch.live  # a change would wake it: without one, it would sleep all its 30 s
+    assert plan.watch.live  # a change would wake it: without one, it sleeps all it was asked to
     loop = asyncio.get_running_loop()
+    plan.status = plan.status.model_copy(update={"observed_generation": 1})  # a record, not yet written
     plan.deferred_since = loop.time() - (reconciler.DEFER_SECONDS - 0.2)
+    written: list[float] = []
+    h.kube.before_patch = lambda kube: written.append(loop.time())
+    began = loop.time()
+    await asyncio.wait_for(real_sleep(plan, 1.0, Turns(1)), 5)
+    assert len(written) == 1 and written[0] - began < 0.6, (written, h.kube.log)  # at its deadline, not later
+    assert h.kube.status.get("observedGeneration") == 1 and plan.deferred_since is None
+    assert loop.time() - began >= 0.95  # and the sleep went on: no look was needed for that
+    assert h.observe_hook is None and h.effects == []
+
+
+async def test_woken_by_a_change_the_loop_gathers_for_a_share_of_what_its_last_turn_took(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small estate's look is cheap: it looks again almost at once. A wide one's look is dear: it waits
+    longer for the changes that come together (a wave of installs ending), so that one look sees them."""
+    real_sleep = reconciler.Plan.sleep
+    h = LoopHarness(monkeypatch)
+    plan = reconciler.Plan(h.runtime, h.kube.plan, logging.getLogger("test"))
+    low, high = reconciler.GATHER_SECONDS
+    plan.turn_seconds = 0.0
+    assert plan.gather_seconds() == low
+    plan.turn_seconds = 0.2
+    assert plan.gather_seconds() == pytest.approx(0.2 * reconciler.GATHER_SHARE)
+    plan.turn_seconds = 60.0
+    assert plan.gather_seconds() == high
+    loop = asyncio.get_running_loop()
+
+    async def woken() -> None:  # the change comes while the loop sleeps, as a long poll's answer does
+        await asyncio.sleep(0.01)
+        plan.watch.changed.set()
+
+    waking = asyncio.ensure_future(woken())
     began = loop.time()
     await asyncio.wait_for(real_sleep(plan, 30.0, Turns(1)), 5)
-    assert loop.time() - began < 1.0
+    assert loop.time() - began >= 0.01 + high * 0.9  # it waited for what comes with the change
+    await waking

@@ -7,8 +7,8 @@ crash at any instant leaves a record saying what may have been asked; the next l
 the next, observes the estate and lets `decide()` tell whether it happened. The turn's effects run
 concurrently. A change of wording only (a message) is held back, for at most `WORDING_SECONDS`, to go
 with the next write, unless an effect follows; a record (what a turn without effect saw and decided,
-what a backup gave) waits, in the same phase, for the next write, at most `DEFER_SECONDS`; a loop that
-stops writes what it left. Events are posted beside the loop (`announce.py`).
+what a backup gave) waits, in the same phase, for the next write, at most `DEFER_SECONDS` (then the
+sleeping loop writes it); a loop that stops writes what it left. Events are posted beside the loop (`announce.py`).
 
 The loop sleeps until the earliest of: what `decide()` asked for (the first awaited moment: a period of
 a status page, a step's timeout), a change of any watched server's state (`watch.py`: one long poll per
@@ -78,7 +78,11 @@ ERROR_BACKOFF_CAP = 60.0  # an error retrying cannot quickly cure (a bug, a refu
 WORDING_SECONDS = 10.0  # a change of wording only waits at most this long for the next write
 WAKE_CHECK_SECONDS = 0.25  # how often a sleeping loop looks at its spec and its stop flag
 DEFER_SECONDS = 2.0  # a record waits for the next turn's write at most this long
-GATHER_SECONDS = 0.01  # woken by a change, the loop waits this long for the changes that come with it
+# Woken by a change, the loop waits for the changes that come with it (the servers of a lane, the lanes of a
+# hop) a share of what its last turn took, within bounds: a look costs little for a small estate, so it
+# looks again at once; a wide one's look costs more, so it gathers more changes into one.
+GATHER_SHARE = 0.1
+GATHER_SECONDS = (0.002, 0.05)
 
 
 class LeadershipLost(Exception):  # noqa: N818 (a signal, not a failure)
@@ -123,6 +127,7 @@ class Plan:
         self.deferred: tuple[UpgradePlanStatus, ...] = ()  # statuses of turns whose record was left to the next
         self.deferred_since: float | None = None  # monotonic: when the oldest record not yet written was made
         self.decided_on = self._fingerprint()  # the spec generation and approval the turn decides on
+        self.turn_seconds = 0.0  # how long the last turn took (observe, decide, write, act, write)
 
     @property
     def generation(self) -> int:
@@ -154,14 +159,8 @@ class Plan:
         """The loop stops (a shutdown, a deletion): a record left for the next write is written now, if
         this process still leads the plan's namespace; if it cannot be, the next loop's first look sees
         again what it said."""
-        if self.deferred_since is None:
-            return
-        try:
-            await self.write(passed=self.deferred)
-            self.deferred = ()
-        except (LeadershipLost, KubeError) as exc:
-            self.logger.info("a record left for the next write was not written (%s): the next look sees it again",
-                             self.runtime.scrub(str(exc)) or type(exc).__name__)
+        if self.deferred_since is not None:
+            await self._write_deferred()
 
     async def close(self) -> None:
         """The loop ends: its Events get a few seconds to be posted; its watchers stop."""
@@ -221,10 +220,9 @@ class Plan:
 
     def _may_defer(self) -> bool:
         """Whether this record (of a turn without effect, or of what effects gave) may be left to the next
-        turn's write: no record has waited `DEFER_SECONDS` yet, and the phase is the one written (a plan
-        that is over, paused or waiting for someone says so at once). The sleep after this turn ends when
-        the oldest record has waited that long (`sleep`), so the next turn writes it then at the latest;
-        whatever write comes first (the next effect's, another record's) takes it along. A record is what
+        write: no record has waited `DEFER_SECONDS` yet, and the phase is the one written (a plan that is
+        over, paused or waiting for someone says so at once). The sleep after this turn writes it once the
+        oldest record has waited that long (`sleep`), if no write took it along before. A record is what
         was seen and decided, or what an effect answered, never what is about to be asked: whatever an
         effect may start is written, fenced, before the effect, and a migration's request right after it;
         so a crash in between loses only what the next look sees again."""
@@ -291,27 +289,46 @@ class Plan:
     async def sleep(self, seconds: float, stopped: StopFlag) -> None:
         """Wait up to ``seconds``, but wake as soon as a watched server's state changes (`watch.py`), or
         the spec or the approval annotation changes; at most the poll interval while an agent cannot be
-        long-polled or the last look missed something, and never past the moment a record left unwritten
-        has waited `DEFER_SECONDS`."""
+        long-polled or the last look missed something. A record left unwritten that has waited
+        `DEFER_SECONDS` meanwhile is written then, without a look (so that write seldom falls on the look
+        a change needs); if that write fails, the sleep ends and the next turn's write sends it."""
         if not self.watch.live or self.observed_gaps:
             seconds = min(seconds, self.runtime.limits.poll_seconds)
         loop = asyncio.get_running_loop()
-        if self.deferred_since is not None:  # a record left unwritten is written when it has waited enough
-            seconds = min(seconds, max(0.0, self.deferred_since + DEFER_SECONDS - loop.time()))
         start, before = loop.time(), self._fingerprint()
         if self.watch.changed.is_set():
             await asyncio.sleep(0)  # never a turn after a turn without letting the event loop run
             return  # changed during the turn: look again at once
         while not stopped.is_set():
-            left = seconds - (loop.time() - start)
+            now = loop.time()
+            due = None if self.deferred_since is None else self.deferred_since + DEFER_SECONDS
+            if due is not None and now >= due and not await self._write_deferred():
+                return
+            left = seconds - (now - start)
             if left <= 0 or self._fingerprint() != before:
                 return
-            if self.watch.changed.is_set():
-                # what changes together (the servers of a lane, the lanes of a hop) is seen by one look
-                await asyncio.sleep(GATHER_SECONDS)
+            if self.watch.changed.is_set():  # what changes together is seen by one look
+                await asyncio.sleep(self.gather_seconds())
                 return
+            wait = min(left, WAKE_CHECK_SECONDS) if due is None else min(left, WAKE_CHECK_SECONDS, max(0.0, due - now))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.watch.changed.wait(), min(left, WAKE_CHECK_SECONDS))
+                await asyncio.wait_for(self.watch.changed.wait(), wait)
+
+    async def _write_deferred(self) -> bool:
+        """Write the records left for the next write now; False (and logged) if that could not be done."""
+        try:
+            await self.write(passed=self.deferred)
+        except (LeadershipLost, KubeError) as exc:
+            self.logger.info("records left for the next write were not written (%s): the next turn writes them",
+                             self.runtime.scrub(str(exc)) or type(exc).__name__)
+            return False
+        self.deferred = ()
+        return True
+
+    def gather_seconds(self) -> float:
+        """How long a change waits for those that come with it: `GATHER_SHARE` of the last turn, bounded."""
+        low, high = GATHER_SECONDS
+        return min(max(GATHER_SHARE * self.turn_seconds, low), high)
 
     async def step(self) -> tuple[tuple[Action, ...], float | None]:
         """One turn of the loop (`core/turn.py`); returns the actions taken and how long to wait."""
@@ -485,7 +502,9 @@ async def _loop(runtime: Runtime, plan: Plan, stopped: StopFlag,
             if not fresh:  # a new term, or after a 409: decide from what the API server has
                 await plan.refresh()
                 fresh = True
+            began = asyncio.get_running_loop().time()
             actions, delay = await plan.step()
+            plan.turn_seconds = asyncio.get_running_loop().time() - began
         except LeadershipLost:
             logger.warning("no longer leading namespace %s: stopped before the next write or effect", plan.namespace)
             return False
