@@ -156,3 +156,50 @@ async def test_follow_stops_the_watchers_of_servers_gone_from_the_spec() -> None
     watch.remember("ms-1", state("2023.1", "v1"))  # not watched: not kept either
     assert watch.current("ms-1") is None
     await watch.close()
+
+
+class LiveAgent:
+    """An agent with a state of its own: a poll answers at once when the state differs from `since`, else
+    when it changes, or after `wait` seconds."""
+
+    def __init__(self, first: AgentState) -> None:
+        self.now, self.polls = first, 0
+        self.event = asyncio.Event()
+
+    def change(self, new: AgentState) -> None:
+        self.now = new
+        self.event.set()
+        self.event = asyncio.Event()
+
+    async def state(self, server: str, base_url: str, *, wait: int | None = None,
+                    since: str | None = None) -> AgentState:
+        self.polls += 1
+        if self.now.state_version == since:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.event.wait(), wait)
+        return self.now
+
+
+async def test_an_answer_to_an_effect_older_than_what_the_poll_already_brought_does_not_stall_the_watch() -> None:
+    """Seen in a plan of 200 servers: replication was enabled on ps-2 early in an effect that took two
+    seconds for all of them; ps-2 caught up meanwhile and its poll brought that. Then the effect ended and
+    its answer (enabled, not caught up: older) was adopted, while the open poll waited for a change from
+    the newer state: the plan waited for ps-2 to catch up until that poll ran out, 30 s later. The poll
+    open when the plan adopts a state is sent again from it, so the agent answers at once if it moved on."""
+    agent, watch = LiveAgent(state("2023.1", "v1")), EstateWatch()
+    watch.follow(agent, [MS1])  # type: ignore[arg-type]  # the fake has what is used
+    try:
+        await until(lambda: watch.current("ms-1") == state("2023.1", "v1"))
+        answered = state("2024.1", "v2")  # what the agent answered the change with
+        agent.change(answered)
+        await until(lambda: watch.current("ms-1") == answered)
+        agent.change(state("2024.1", "v3"))  # and then it moved on (it caught up), before the effect ended
+        await until(lambda: watch.current("ms-1") == state("2024.1", "v3"))
+        await asyncio.sleep(0.05)  # the poll from v3 is open
+        watch.invalidate(["ms-1"])  # the effect ended: its answer is adopted (`answers.adoptable`)
+        watch.remember("ms-1", answered)
+        watch.changed.clear()
+        await until(lambda: watch.current("ms-1") == state("2024.1", "v3"))
+        assert watch.changed.is_set()
+    finally:
+        await watch.close()

@@ -7,8 +7,9 @@ server's state changes; the plan's loop wakes on it (`changed`) and decides from
 agents last said them, which is what asking them again would give.
 
 A state is used only while it is current: its watcher's poll is open (no error since the answer) and no
-effect of this plan touched that server since (`invalidate`; an answer to a poll sent before that is
-dropped), unless the agent's answer to that effect says the state it left (`answers.adoptable`).
+effect of this plan touched that server since (`invalidate`; the poll open then is dropped and sent
+again, from what the plan then knows), unless the agent's answer to that effect says the state it left
+(`answers.adoptable`).
 Otherwise the turn asks the agent itself (`observe.py`) and hands the answer back (`remember`). An agent
 that answers without a `stateVersion` cannot be long-polled: its watcher asks it every `POLL_SECONDS`
 instead, and the loop never waits longer than that for a change (`live` is False).
@@ -39,6 +40,7 @@ class EstateWatch:
         self._epoch: dict[str, int] = {}  # bumped by `invalidate`: answers to older polls are dropped
         self._polled: set[str] = set()  # agents that cannot be long-polled
         self._tasks: dict[str, tuple[str, ServerClient, asyncio.Task[None]]] = {}
+        self._pokes: dict[str, asyncio.Event] = {}  # set by `invalidate`: the open poll is sent again
 
     def follow(self, client: ServerClient, servers: Sequence[Server]) -> None:
         """Watch exactly these servers (through `client`): start what is missing, stop what is gone."""
@@ -71,6 +73,9 @@ class EstateWatch:
         for name in names:
             self._states.pop(name, None)
             self._epoch[name] = self._epoch.get(name, 0) + 1
+            poke = self._pokes.get(name)
+            if poke is not None:
+                poke.set()
 
     @property
     def watched(self) -> frozenset[str]:
@@ -91,12 +96,30 @@ class EstateWatch:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    async def _poll(self, client: ServerClient, server: Server, since: str | None) -> AgentState | None:
+        """One long poll; None when the plan changed the server meanwhile (`invalidate`): the poll is
+        dropped at once, not left open until it runs out, since what it waits for a change from may no
+        longer be what the plan knows (an effect's answer older than what this poll already brought)."""
+        poke = self._pokes.setdefault(server.name, asyncio.Event())
+        poke.clear()
+        asking = asyncio.ensure_future(client.state(server.name, server.url, wait=WAIT_SECONDS, since=since))
+        poked = asyncio.ensure_future(poke.wait())
+        try:
+            await asyncio.wait({asking, poked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            poked.cancel()
+            if not asking.done():
+                asking.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asking
+        return asking.result() if asking.done() and not asking.cancelled() else None
+
     async def _watch(self, client: ServerClient, server: Server) -> None:
         name, since, delay = server.name, None, RETRY_FIRST
         while True:
             epoch = self._epoch.get(name, 0)
             try:
-                state = await client.state(name, server.url, wait=WAIT_SECONDS, since=since)
+                answer = await self._poll(client, server, since)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a server down or answering garbage: the turn asks it and says why
@@ -108,10 +131,11 @@ class EstateWatch:
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             delay = RETRY_FIRST
-            if self._epoch.get(name, 0) != epoch:  # asked before this plan changed it: maybe older
+            if answer is None or self._epoch.get(name, 0) != epoch:  # asked before this plan changed it
                 known = self._states.get(name)  # what its agent answered the change with, if kept
                 since = known.state_version if known is not None else None
                 continue
+            state = answer
             if state.state_version is None:
                 self._polled.add(name)
                 if self._states.get(name) != state:
