@@ -22,6 +22,7 @@ With no pattern and no CIDR every other host is allowed, and the operator logs a
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -116,9 +117,12 @@ class ServerPolicy:
             "--allow-server-cidr given)"
         return f"server policy: {scope}; plain http {http}"
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 (policies live as long as the process)
     def check_url(self, url: str, carries_token: bool) -> Refusal | None:
         """Refuse `url` before any connection when its shape, scheme or host says so. A host name that
-        no pattern matches, while CIDRs are configured, is judged by its addresses at connect time."""
+        no pattern matches, while CIDRs are configured, is judged by its addresses at connect time. The
+        judgement depends on the URL and the policy alone, so it is made once per URL (a wide plan
+        long-polls hundreds of servers, each poll a call)."""
         try:
             parts = urlsplit(url)
             _ = parts.port  # raises on a port that is no number
