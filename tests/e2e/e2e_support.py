@@ -221,6 +221,25 @@ def watch_for(e2e: E2E, name: str, check: Callable[[dict[str, Any]], bool], time
     raise AssertionError(not_reached(e2e, what, timeout, last))
 
 
+def poll_for(e2e: E2E, name: str, check: Callable[[dict[str, Any]], bool], timeout: float = 180.0,
+             what: str = "the condition", every: float = 0.02) -> dict[str, Any]:
+    """Like `watch_for`, for a check that looks beyond the plan (the estate's journal: a request accepted):
+    the plan is read and the check made every `every` seconds, not only when the plan is written. (The
+    operator leaves a record without an effect for its next write, up to 2 s: a step whose request the
+    estate accepted may show no change of the plan until the step is over.)"""
+    from kubernetes import client, config
+
+    api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(e2e.bed.kubeconfig)))
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        last = api.get_namespaced_custom_object("upgrade.uwm.io", "v1alpha1", e2e.namespace, "upgradeplans", name)
+        if check(last):
+            return dict(last)
+        time.sleep(every)
+    raise AssertionError(not_reached(e2e, what, timeout, last))
+
+
 def not_reached(e2e: E2E, what: str, timeout: float, plan: dict[str, Any]) -> str:
     status = plan.get("status") or {}
     return (f"{what} not reached in {timeout:.0f} s: phase {status.get('phase')}, step "
@@ -249,10 +268,10 @@ def accepted(e2e: E2E, step: dict[str, Any]) -> bool:
 
 
 def requested(step: str, server: str | None = None, e2e: E2E | None = None) -> Callable[[dict[str, Any]], bool]:
-    """A check for `watch_for`: step `step` (of `server`) Running, its effect asked for: the status says so
+    """A check for `poll_for`: step `step` (of `server`) Running, its effect asked for: the status says so
     ("...: requested"), or, with `e2e`, the estate's journal shows it accepted (the operator sends the
     word "requested" with its next write, which may come a few seconds later: a change of wording alone
-    is not a write of its own)."""
+    is not a write of its own, nor is a record without an effect at once)."""
     def check(plan: dict[str, Any]) -> bool:
         for s in (plan.get("status") or {}).get("steps", []):
             if s["name"] != step or (server is not None and s.get("server") != server) or s.get("state") != "Running":

@@ -34,6 +34,7 @@ from e2e.e2e_support import (
     accepted,
     assert_succeeded,
     backups_of,
+    poll_for,
     server_state,
     watch_for,
 )
@@ -68,6 +69,13 @@ class At:
         return (s["name"] == self.step and s.get("hop") == self.hop
                 and (self.server is None or s.get("server") == self.server)
                 and (self.database is None or s.get("database") == self.database))
+
+    def started(self, plan: dict[str, Any]) -> bool:
+        """The step left Pending (written before its effect), or the hop is recorded."""
+        status = plan.get("status") or {}
+        if self.step == "hop":
+            return int(status.get("currentHop") or 0) >= self.hop
+        return any(self.matches(s) and s.get("state") != "Pending" for s in status.get("steps", []))
 
     def reached(self, plan: dict[str, Any], e2e: E2E) -> bool:
         status = plan.get("status") or {}
@@ -247,7 +255,9 @@ def run_with_kills(e2e: E2E, case: Case, spec: dict[str, Any],
     name = e2e.apply_plan(**spec)
     t0 = time.monotonic()
     for at in case.kills:
-        plan = watch_for(e2e, name, lambda p, at=at: at.reached(p, e2e), timeout=120, what=f"{at} started")
+        plan = watch_for(e2e, name, lambda p, at=at: at.started(p), timeout=120, what=f"{at} started")
+        if at.requested:  # the estate accepted its request: seen in the journal, polled (`poll_for`)
+            plan = poll_for(e2e, name, lambda p, at=at: at.reached(p, e2e), timeout=60, what=f"{at} accepted")
         if at.after:
             time.sleep(at.after)
         e2e.kill_operator()

@@ -12,7 +12,7 @@ import pytest
 
 from uwm_dev.testbed import estate
 
-from e2e.e2e_support import E2E, SERVERS, assert_succeeded, requested, watch_for
+from e2e.e2e_support import E2E, SERVERS, assert_succeeded, poll_for, requested
 
 pytestmark = pytest.mark.e2e
 
@@ -39,15 +39,15 @@ def test_the_standby_finishes_the_plan_when_the_leader_is_killed_mid_hop(e2e: E2
         leader = holder(e2e).rsplit("-", 1)[0]
         standby = next(n for n in replicas if n != leader)
         assert leader in replicas, holder(e2e)
-        watch_for(e2e, name, requested("InstallServer", "ms-2", e2e), timeout=120, what="InstallServer ms-2 requested")
+        poll_for(e2e, name, requested("InstallServer", "ms-2", e2e), timeout=120, what="InstallServer ms-2 requested")
         standby_log = e2e.work / f"operator-{standby}.log"
         assert "decided:" not in standby_log.read_text(errors="replace"), "the standby acted while the leader lived"
 
         replicas[leader].process.kill()
         killed = time.monotonic()
-        took_over = watch_for(e2e, name, lambda p: holder(e2e).startswith(standby + "-")
-                              and "decided:" in standby_log.read_text(errors="replace"), timeout=60,
-                              what="the standby leading")
+        took_over = poll_for(e2e, name, lambda p: holder(e2e).startswith(standby + "-")
+                             and "decided:" in standby_log.read_text(errors="replace"), timeout=60,
+                             what="the standby leading", every=0.1)
         takeover = time.monotonic() - killed
         print(f"leader {leader} killed; {standby} took over in {takeover:.1f} s (lease {LEASE_SECONDS} s)")
         assert takeover < LEASE_SECONDS + 8, takeover

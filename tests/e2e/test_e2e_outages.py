@@ -25,9 +25,9 @@ from e2e.e2e_support import (
     accepted,
     assert_succeeded,
     condition,
+    poll_for,
     requested,
     steps_of,
-    watch_for,
     work_dir,
 )
 
@@ -65,7 +65,7 @@ def test_the_api_server_stopped_mid_hop(outage_e2e: E2E, outage: float) -> None:
     e2e.start_operator()
     name = e2e.apply_plan(targetVersion="2023.1")
     started = time.monotonic()
-    watch_for(e2e, name, requested("InstallServer", "ms-2", e2e), timeout=120, what="InstallServer ms-2 requested")
+    poll_for(e2e, name, requested("InstallServer", "ms-2", e2e), timeout=120, what="InstallServer ms-2 requested")
     before = e2e.plan(name)["status"]
 
     e2e.bed.stop_apiserver()

@@ -343,3 +343,33 @@ def test_every_cursor_of_a_call_is_closed_before_the_connection_is_given_up() ->
     assert [c.closed for c in kept] == [True, True]
     assert session.run(reads) == ("2021.1",) and len(driver.connects) == 1
 
+
+
+async def test_an_old_verification_nobody_collected_is_made_again_for_the_next_gate(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schema upgrade's gate verifies the backup beside the status write before it; when that write
+    fails the gate is dropped, but its verification runs on in a job thread and finishes with nobody to
+    collect it. A later gate must verify again, not take that old result."""
+    driver = FakeDriver(hang_prefix="uwm-db-job")
+    db = _db(driver)
+    await db.backup("plan-h1")
+    verifying = [sql for _, sql in driver.statements if "FROM uwm_backups WHERE id = ?" in sql]
+    driver.hang.set()  # the next verification waits in its thread
+    gate = asyncio.ensure_future(db.verify_backup("plan-h1"))
+    await asyncio.sleep(0.05)
+    gate.cancel()  # the write before the migration failed: the gate is dropped
+    with pytest.raises(asyncio.CancelledError):
+        await gate
+    driver.released.set()  # the verification ends, uncollected
+    deadline = time.monotonic() + 10
+    while not all(job.future.done() for job in db_session._JOBS.values()):
+        assert time.monotonic() < deadline, "the verification never ended"
+        await asyncio.sleep(0.01)
+    # and it is old by the time the next gate comes
+    monkeypatch.setattr(db_session, "FRESH_SECONDS", 0.0, raising=False)
+    await asyncio.sleep(0.01)
+    before = len([sql for _, sql in driver.statements if "FROM uwm_backups WHERE id = ?" in sql])
+    info = await db.verify_backup("plan-h1")
+    after = len([sql for _, sql in driver.statements if "FROM uwm_backups WHERE id = ?" in sql])
+    assert info is not None and info.verified
+    assert after > before > len(verifying), (len(verifying), before, after)  # verified again, now

@@ -302,9 +302,19 @@ async def call(session: Session, fn: Callable[[Any], T]) -> T:
 class _Job:
     future: concurrent.futures.Future[Any]
     started_at: datetime
+    finished_at: float | None = None  # monotonic, once done
+
+    def finished(self, _: concurrent.futures.Future[Any]) -> None:
+        self.finished_at = time.monotonic()
 
 
 _JOBS: dict[tuple[str, str, str], _Job] = {}
+# Jobs whose result says how things were when it was found, not something done: one that finished more
+# than `FRESH_SECONDS` ago and that no caller collected (its caller gave up: a status write failed before
+# a schema upgrade's gate) is run again rather than handed to a later caller. A long verification that a
+# caller polls is collected within a poll or two.
+FRESH_KINDS = frozenset({"verification"})
+FRESH_SECONDS = 30.0
 _JOBS_LOCK = threading.Lock()
 
 
@@ -320,8 +330,12 @@ async def job(session: Session, kind: str, ident: str, fn: Callable[[Session], T
     key = (session_key(session.odbc), kind, ident)
     with _JOBS_LOCK:
         running = _JOBS.get(key)
+        if running is not None and kind in FRESH_KINDS and running.finished_at is not None \
+                and time.monotonic() - running.finished_at > FRESH_SECONDS:
+            running = None  # an old look nobody collected: looked at again, now
         if running is None:
             running = _JOBS[key] = _Job(JOBS.submit(fn, session), datetime.now(UTC))
+            running.future.add_done_callback(running.finished)
     watched = asyncio.wrap_future(running.future)
     watched.add_done_callback(_retrieved)
     try:

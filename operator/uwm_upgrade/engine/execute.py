@@ -92,9 +92,10 @@ async def _answer(name: str, call: Awaitable[AgentState | None], answered: Answe
 
 
 def precheck(estate: Estate, action: Effect) -> Awaitable[None] | None:
-    """What `action` must find true before it asks anything, as a look that changes nothing, so the loop
-    starts it beside the status write that precedes the effect (`execute` awaits it before it asks): a
-    schema upgrade's backup verified again. None: nothing to look at first."""
+    """What `action` must find true before it asks anything, as a look (it asks the estate nothing; a
+    verification records in the backup's own row what it found), so the loop starts it beside the status
+    write that precedes the effect (`execute` awaits it before it asks): a schema upgrade's backup
+    verified again. None: nothing to look at first."""
     match action:
         case UpgradeSchema(database=database, backup_id=str(bid)):
             step = action.step

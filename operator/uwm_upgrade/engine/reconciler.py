@@ -35,7 +35,7 @@ import contextlib
 import datetime as dt
 import logging
 import traceback
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -170,8 +170,10 @@ class Plan:
             await watch.close()
 
     def forget_unwritten(self) -> None:
-        """After a failed turn: what is recorded is what was last written, nothing more."""
+        """After a failed turn: what is recorded is what was last written, nothing more (records left for
+        the next write included: the next look sees again what they said)."""
         self.status = self.written
+        self.deferred, self.deferred_since = (), None
 
     async def write(self, fence: bool = False, passed: tuple[UpgradePlanStatus, ...] = (),
                     urgent: bool = False) -> None:
@@ -180,18 +182,19 @@ class Plan:
         effect's failure says). With `fence` (an effect follows) everything is sent, and something is sent
         even when nothing changed (an empty patch at that version: the API server says 409 if anyone wrote
         the plan since). `passed`: the statuses the turn went through, whose phase changes are announced
-        too."""
+        too, after those of the records left for this write (`deferred`), which it takes along."""
+        passed = (*self.deferred, *passed)
         ops = wire_ops(self.on_server, status_to_wire(self.status))
         now = asyncio.get_running_loop().time()
         if not ops:
             metrics.STATUS_WRITES_SKIPPED.inc()
-            self.deferred_since = None  # nothing left unwritten
+            self.deferred, self.deferred_since = (), None  # nothing left unwritten
             if not fence:
                 return
         elif (not (fence or urgent) and now - self.last_write < WORDING_SECONDS
               and only_wording(self.written, self.status)):
             metrics.STATUS_WRITES_HELD.inc()
-            self.deferred_since = None  # only wording left unwritten, held by its own rule
+            self.deferred, self.deferred_since = (), None  # only wording left unwritten, held by its own rule
             return
         self.fence()
         try:
@@ -212,7 +215,7 @@ class Plan:
         if not ops:
             return
         self.writes += 1
-        self.last_write, self.deferred_since = now, None
+        self.last_write, self.deferred, self.deferred_since = now, (), None
         metrics.STATUS_WRITES.inc()
         self._announce(self.written, self.status, passed)
         self.written, self.on_server = self.status, status_to_wire(self.status)
@@ -291,7 +294,8 @@ class Plan:
         the spec or the approval annotation changes; at most the poll interval while an agent cannot be
         long-polled or the last look missed something. A record left unwritten that has waited
         `DEFER_SECONDS` meanwhile is written then, without a look (so that write seldom falls on the look
-        a change needs); if that write fails, the sleep ends and the next turn's write sends it."""
+        a change needs); if that write fails, the sleep ends and the next turn meets the failure within
+        the loop's handling (after a 409 the plan is read again and the next look records it again)."""
         if not self.watch.live or self.observed_gaps:
             seconds = min(seconds, self.runtime.limits.poll_seconds)
         loop = asyncio.get_running_loop()
@@ -317,12 +321,11 @@ class Plan:
     async def _write_deferred(self) -> bool:
         """Write the records left for the next write now; False (and logged) if that could not be done."""
         try:
-            await self.write(passed=self.deferred)
-        except (LeadershipLost, KubeError) as exc:
-            self.logger.info("records left for the next write were not written (%s): the next turn writes them",
-                             self.runtime.scrub(str(exc)) or type(exc).__name__)
+            await self.write()
+        except Exception as exc:  # the next turn's write meets it again, within the loop's handling
+            self.logger.info("records left for the next write were not written (%s): the next turn deals with it",
+                             self.runtime.scrub(f"{type(exc).__name__}: {exc}"))
             return False
-        self.deferred = ()
         return True
 
     def gather_seconds(self) -> float:
@@ -364,8 +367,7 @@ class Plan:
         checks = _start_checks(estate, turn.effects) if acting and estate is not None else {}
         try:
             if acting or not self._may_defer():
-                await self.write(fence=acting, passed=(*self.deferred, *turn.passed))
-                self.deferred = ()
+                await self.write(fence=acting, passed=turn.passed)
             else:  # the next turn, within DEFER_SECONDS, writes what this one recorded
                 self._defer(turn.passed)
         except BaseException:
@@ -386,14 +388,10 @@ class Plan:
                 self.watch.remember(name, state)
             outcomes = tuple(r for r in results if isinstance(r, Outcome))
             self.status = after_effect(self.status, outcomes, utcnow())
-            # What cannot wait: why an effect failed, and that a migration was asked for (it is never asked
-            # twice, even across a crash). What effects gave otherwise (a backup taken and verified, found
-            # again by its id after a crash) goes with the next turn's write, which follows at once.
             urgent = any(o.error is not None for o in outcomes)
-            if urgent or any(isinstance(o.effect, UpgradeSchema) for o in outcomes) or not self._may_defer():
+            if cannot_wait(results) or not self._may_defer():
                 await self.write(urgent=urgent)
-                self.deferred = ()
-            else:
+            else:  # a backup taken (found again by its id after a crash), notes: with the next write
                 self._defer(())
             for result in results:
                 if isinstance(result, BaseException):  # recorded what went through; now the catch-all
@@ -434,6 +432,19 @@ class Plan:
             metrics.RETRIES.labels(effect.step.name.value).inc()
         self.logger.warning("%s: %s", describe(effect), error)
         return Outcome(effect, error=error)
+
+
+# What effects gave that a later look could not tell again, so it is written at once: a migration asked
+# for (never asked twice, even across a crash), a database restored (never restored twice).
+WRITTEN_AT_ONCE = (UpgradeSchema, RestoreBackup)
+
+
+def cannot_wait(results: Sequence[Outcome | BaseException]) -> bool:
+    """Whether what the effects gave must be written now rather than with the next write: an effect
+    failed (why it failed), raised (the catch-all follows; what went through is recorded first), or was
+    one of `WRITTEN_AT_ONCE`."""
+    return any(not isinstance(r, Outcome) or r.error is not None or isinstance(r.effect, WRITTEN_AT_ONCE)
+               for r in results)
 
 
 def _start_checks(estate: Estate, effects: tuple[Effect, ...]) -> dict[int, asyncio.Task[None]]:
