@@ -4,8 +4,8 @@
 examples/upgradeplan.yaml, or `--fleet/--plan`) with 1 s delays on the test bed, wait until the plan is
 over, and measure from the estate's own records: the wall time from the plan's creation to Succeeded, the
 critical path list-scheduled from the journal, their ratio, the API writes per step (status patches, from
-the operator's metric, plus the Events it posted) and the operator's reaction latency per dependency edge.
-It ends with one JSON line.
+the operator's metric, plus the Events it posted), the operator's reaction latency per dependency edge,
+and the CPU seconds each process of the test bed spent meanwhile (`cpu.py`). It ends with one JSON line.
 
 What the wall time holds: the operator's own work, from the moment the plan exists until its status says
 it is over. So the clock starts once the operator is up and watching (its liveness endpoint answers, which
@@ -23,13 +23,14 @@ import json
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..referee import evidence
 from ..testbed import estate
 from ..testbed.bed import Testbed
+from .cpu import bed_meter
 from .critical import Timing, critical_path, reactions
 
 REPO = Path(__file__).resolve().parents[3]
@@ -46,6 +47,7 @@ class Figures:
     steps: int
     status_writes: int = 0
     events: int = 0
+    cpu_s: dict[str, float] | None = None  # CPU seconds by process of the test bed (`cpu.py`)
 
     @property
     def ratio(self) -> float:
@@ -55,7 +57,7 @@ class Figures:
         return {"wall_s": round(self.wall_s, 2), "critical_path_s": round(self.critical_path_s, 2),
                 "ratio": round(self.ratio, 3), "writes_per_step": round(self.writes_per_step, 2),
                 "reaction_ms": self.reaction_ms, "phase": self.phase, "steps": self.steps,
-                "status_writes": self.status_writes, "events": self.events}
+                "status_writes": self.status_writes, "events": self.events, "cpu_s": self.cpu_s}
 
 
 def metric(port: int, name: str) -> float | None:
@@ -123,11 +125,15 @@ def run(fleet_file: Path, plan_file: Path, *, max_concurrent: int | None, delay:
         concurrency = int(plan_doc["spec"].get("maxConcurrentServers", 1))
         estate.apply(bed, [d for d in docs if d is not plan_doc])  # the Secrets, before the clock
         wait_ready(operator)
+        meter = bed_meter(bed, operator.process.proc.pid, [fleet.process.proc.pid])
+        meter.start()
         wall, plan = timed_plan(bed, namespace, plan_doc, timeout)
+        cpu = meter.seconds()
         if keep is not None:
             keep.update(plan)
         writes = metric(operator.metrics_port, "uwm_upgrade_status_writes_total") or 0.0
-        figures = measure(bed, plan, namespace, fleet, fleet_file, wall, writes, concurrency, timing)
+        figures = replace(measure(bed, plan, namespace, fleet, fleet_file, wall, writes, concurrency, timing),
+                          cpu_s=cpu)
         print(f"plan {name}: {figures.phase} in {wall:.1f} s; critical path {figures.critical_path_s:.1f} s",
               file=out)
         return figures

@@ -8,7 +8,7 @@ created together. Each plan's ratio is its wall time (from its creation to the w
 over its own critical path (list-scheduled from its estate's journal entries, as `critical.py` does for
 one plan). It ends with one JSON line: {"plans", "median_ratio", "p95_ratio", "baseline_ratio", "rss_mb"
 (the operator's peak resident memory), "writes_per_step" (status patches and Events over the steps of
-every plan), "wall_s"}.
+every plan), "wall_s", "cpu_s" (the CPU seconds of each process of the test bed, `cpu.py`)}.
 
 PostgreSQL needs a connection per UWM database for the operator and some for the simulators: the
 bench's own test bed (`.testbed/many`) starts PostgreSQL with `UWM_TESTBED_PG_MAX_CONNECTIONS`
@@ -33,6 +33,7 @@ import yaml
 from ..referee import evidence
 from ..testbed import estate
 from ..testbed.bed import Testbed
+from .cpu import bed_meter
 from .critical import Timing, critical_path
 from .latency import REPO, TERMINAL, custom_objects, metric, step_count, wait_ready
 
@@ -212,9 +213,12 @@ def one_round(bed: Testbed, first: int, count: int, per_fleet: int, delay: float
         docs = plan_documents(estates, first, count, namespace)
         estate.apply(bed, [d for d in docs if d["kind"] == "Secret"])
         wait_ready(operator)
+        meter = bed_meter(bed, operator.process.proc.pid, [f.process.proc.pid for f in estates.fleets])
+        meter.start()
         started = time.monotonic()
         over = run_plans(bed, namespace, [d for d in docs if d["kind"] == "UpgradePlan"], timeout)
         wall = time.monotonic() - started
+        cpu = meter.seconds()
         found = ratios(estates, first, over, delay)
         phases = sorted({str((p.get("status") or {}).get("phase")) for _, p in over.values()})
         steps = sum(step_count(p.get("status") or {}) for _, p in over.values())
@@ -223,7 +227,8 @@ def one_round(bed: Testbed, first: int, count: int, per_fleet: int, delay: float
         return {"plans": count, "median_ratio": round(statistics.median(found), 3),
                 "p95_ratio": round(sorted(found)[max(0, round(0.95 * len(found)) - 1)], 3),
                 "rss_mb": round(peak_rss_mb(operator.process.proc.pid), 1),
-                "writes_per_step": round(writes / max(steps, 1), 2), "wall_s": round(wall, 1), "phases": phases}
+                "writes_per_step": round(writes / max(steps, 1), 2), "wall_s": round(wall, 1), "phases": phases,
+                "cpu_s": cpu}
     finally:
         if operator is not None:
             operator.process.stop()
