@@ -57,7 +57,7 @@ from ..core.models import SpecError, UpgradePlanSpec, UpgradePlanStatus, parse_s
 from ..core.observations import ObservationGap, Observations, TransientError, UpgradeError, Where, redact
 from ..core.stalls import stall_event, stalled, unstalled
 from ..core.status import observe_generation
-from ..core.turn import Outcome, after_effect, before_effect, events_between, next_turn_in, spec_rejected
+from ..core.turn import Outcome, Turn, after_effect, before_effect, events_between, next_turn_in, spec_rejected
 from ..core.wire_patch import only_wording, status_ops, wire_ops
 from . import metrics
 from .announce import Announcer
@@ -83,6 +83,7 @@ DEFER_SECONDS = 2.0  # a record waits for the next turn's write at most this lon
 # looks again at once; a wide one's look costs more, so it gathers more changes into one.
 GATHER_SHARE = 0.1
 GATHER_SECONDS = (0.002, 0.05)
+FAILING_PHASES = frozenset({Phase.FAILED, Phase.ROLLING_BACK, Phase.ROLLED_BACK})  # their message describes the estate
 
 
 class LeadershipLost(Exception):  # noqa: N818 (a signal, not a failure)
@@ -353,12 +354,14 @@ class Plan:
             return (Idle(self.status.phase.value),), None
         self.watch.changed.clear()  # a change from here on wakes the sleep after this turn
         self.decided_on = self._fingerprint()
-        estate, seen = await self._observe(spec, now)
-        self.observed_gaps = bool(seen.gaps)
-        seen = replace(seen, running_for=self.timers.running_for(self.status), zone=time_zone(spec))
-        annotations = self.body["metadata"].get("annotations") or {}
-        turn = before_effect(spec, self.status, seen, now, generation=self.generation,
-                             approval=annotations.get(APPROVE_ANNOTATION), limits=self.limits(spec))
+        estate, turn = await self._look_and_decide(spec, now)
+        if turn.status.phase in FAILING_PHASES and turn.status.phase is not self.status.phase:
+            # A plan that fails says what it leaves: from every agent asked now, not from states a long poll
+            # brought a moment before the change that fails it (the portal is read, an agent's answer may
+            # still be on its way): the same look again, every server asked, decides.
+            self.watch.invalidate(self.watch.watched)
+            now = utcnow()
+            estate, turn = await self._look_and_decide(spec, now)
         for action in turn.actions:
             self.logger.info("decided: %s", redact(describe(action)))
         self.status = unstalled(turn.status, now)
@@ -397,6 +400,14 @@ class Plan:
                 if isinstance(result, BaseException):  # recorded what went through; now the catch-all
                     raise result
         return turn.actions, next_turn_in(turn, outcomes)
+
+    async def _look_and_decide(self, spec: UpgradePlanSpec, now: dt.datetime) -> tuple[Estate | None, Turn]:
+        estate, seen = await self._observe(spec, now)
+        self.observed_gaps = bool(seen.gaps)
+        seen = replace(seen, running_for=self.timers.running_for(self.status), zone=time_zone(spec))
+        annotations = self.body["metadata"].get("annotations") or {}
+        return estate, before_effect(spec, self.status, seen, now, generation=self.generation,
+                                     approval=annotations.get(APPROVE_ANNOTATION), limits=self.limits(spec))
 
     async def _observe(self, spec: UpgradePlanSpec, now: dt.datetime) -> tuple[Estate | None, Observations]:
         try:
