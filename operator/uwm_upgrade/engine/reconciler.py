@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import traceback
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -184,18 +185,18 @@ class Plan:
         even when nothing changed (an empty patch at that version: the API server says 409 if anyone wrote
         the plan since). `passed`: the statuses the turn went through, whose phase changes are announced
         too, after those of the records left for this write (`deferred`), which it takes along."""
-        passed = (*self.deferred, *passed)
+        # the records left for this write go with it (if it fails, what they said is still in the status
+        # against what the API server has, and goes with the next)
+        passed, self.deferred, self.deferred_since = (*self.deferred, *passed), (), None
         ops = wire_ops(self.on_server, status_to_wire(self.status))
         now = asyncio.get_running_loop().time()
         if not ops:
             metrics.STATUS_WRITES_SKIPPED.inc()
-            self.deferred, self.deferred_since = (), None  # nothing left unwritten
             if not fence:
                 return
         elif (not (fence or urgent) and now - self.last_write < WORDING_SECONDS
               and only_wording(self.written, self.status)):
             metrics.STATUS_WRITES_HELD.inc()
-            self.deferred, self.deferred_since = (), None  # only wording left unwritten, held by its own rule
             return
         self.fence()
         try:
@@ -216,7 +217,7 @@ class Plan:
         if not ops:
             return
         self.writes += 1
-        self.last_write, self.deferred, self.deferred_since = now, (), None
+        self.last_write = now
         metrics.STATUS_WRITES.inc()
         self._announce(self.written, self.status, passed)
         self.written, self.on_server = self.status, status_to_wire(self.status)
@@ -315,7 +316,7 @@ class Plan:
             if self.watch.changed.is_set():  # what changes together is seen by one look
                 await asyncio.sleep(self.gather_seconds())
                 return
-            wait = min(left, WAKE_CHECK_SECONDS) if due is None else min(left, WAKE_CHECK_SECONDS, max(0.0, due - now))
+            wait = min(left, WAKE_CHECK_SECONDS, math.inf if due is None else max(0.0, due - now))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.watch.changed.wait(), wait)
 

@@ -119,7 +119,7 @@ class EstateWatch:
         while True:
             epoch = self._epoch.get(name, 0)
             try:
-                answer = await self._poll(client, server, since)
+                state = await self._poll(client, server, since)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a server down or answering garbage: the turn asks it and says why
@@ -131,11 +131,10 @@ class EstateWatch:
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             delay = RETRY_FIRST
-            if answer is None or self._epoch.get(name, 0) != epoch:  # asked before this plan changed it
+            if state is None or self._epoch.get(name, 0) != epoch:  # asked before this plan changed it
                 known = self._states.get(name)  # what its agent answered the change with, if kept
                 since = known.state_version if known is not None else None
                 continue
-            state = answer
             if state.state_version is None:
                 self._polled.add(name)
                 if self._states.get(name) != state:
