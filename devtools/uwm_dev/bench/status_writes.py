@@ -13,23 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..testbed import estate
 from ..testbed.bed import Testbed
+from .cpu import cpu_seconds
 from .latency import REPO, custom_objects
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def plan_of(servers: int) -> dict[str, Any]:
