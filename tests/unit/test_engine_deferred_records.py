@@ -20,7 +20,7 @@ from uwm_upgrade.core.actions import BackupDatabase, InstallServer, RestoreBacku
 from uwm_upgrade.core.enums import StepName
 from uwm_upgrade.core.observations import BackupObservation, TransientError, Where
 from uwm_upgrade.core.turn import Outcome
-from uwm_upgrade.engine import reconciler
+from uwm_upgrade.engine import reconciler, status_record
 
 
 def _after_last_effect(log: list[str]) -> list[str]:
@@ -30,7 +30,7 @@ def _after_last_effect(log: list[str]) -> list[str]:
 
 async def test_a_record_without_effect_waits_for_the_next_write_and_the_loop_writes_it_when_it_stops(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reconciler, "DEFER_SECONDS", 60.0)  # however slow the machine, no record waits that long
+    monkeypatch.setattr(status_record, "DEFER_SECONDS", 60.0)  # however slow the machine, no record waits that long
     h = LoopHarness(monkeypatch)
     seen: dict[str, list[str]] = {}
     effects_done = {"turns": 0}
@@ -67,13 +67,13 @@ async def test_a_record_that_has_waited_long_enough_is_written_while_the_loop_sl
     assert plan.watch.live  # a change would wake it: without one, it sleeps all it was asked to
     loop = asyncio.get_running_loop()
     plan.status = plan.status.model_copy(update={"observed_generation": 1})  # a record, not yet written
-    plan.deferred_since = loop.time() - (reconciler.DEFER_SECONDS - 0.2)
+    plan.record.deferred_since = loop.time() - (status_record.DEFER_SECONDS - 0.2)
     written: list[float] = []
     h.kube.before_patch = lambda kube: written.append(loop.time())
     began = loop.time()
     await asyncio.wait_for(real_sleep(plan, 3.0, Turns(1)), 10)
     assert len(written) == 1 and written[0] - began < 2.0, (written, h.kube.log)  # at its deadline, not at the end
-    assert h.kube.status.get("observedGeneration") == 1 and plan.deferred_since is None
+    assert h.kube.status.get("observedGeneration") == 1 and plan.record.deferred_since is None
     assert loop.time() - began >= 2.9  # and the sleep went on,
     assert looks["n"] == 0 and h.effects == []  # without a look
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from uwm_upgrade.adapters.kube import KubeError
 from uwm_upgrade.core.actions import Effect
 from uwm_upgrade.core.models import parse_spec
-from uwm_upgrade.engine import reconciler
+from uwm_upgrade.engine import reconciler, status_record
 
 
 class Shape(BaseModel):
@@ -233,7 +233,7 @@ async def test_a_step_started_by_a_pod_with_another_clock_is_timed_on_ours(monke
     h = LoopHarness(monkeypatch)
     # the drain is to be seen on the API server while the loop turns (its record written at once, not
     # left for the next write: test_engine_deferred_records.py)
-    monkeypatch.setattr(reconciler, "DEFER_SECONDS", 0.0)
+    monkeypatch.setattr(status_record, "DEFER_SECONDS", 0.0)
     rewritten: dict[str, Any] = {"done": False}
 
     def draining() -> bool:

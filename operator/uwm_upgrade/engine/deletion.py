@@ -21,8 +21,9 @@ from ..core.observations import redact
 from ..core.teardown import needs_teardown, pending_work
 from . import metrics
 from .observe import observe
-from .reconciler import PHASES, _dict
+from .reconciler import PHASES
 from .runtime import Runtime, estate_for, utcnow
+from .status_record import plain_dict
 from .teardown import MustWaitError, restore
 
 LOOP_STOP_POLL_SECONDS = 0.5
@@ -46,13 +47,13 @@ async def on_delete(runtime: Runtime, body: Mapping[str, Any], logger: logging.L
     if uid in runtime.loops:  # it finishes the action in flight, then stops
         raise MustWaitError("waiting for the plan's loop to stop at a safe point", LOOP_STOP_POLL_SECONDS)
     metrics.forget_plan(meta["namespace"], meta["name"], PHASES)  # its loop is over: nothing sets it again
-    status = parse_status(_dict(body.get("status")))
+    status = parse_status(plain_dict(body.get("status")))
     runtime.estates.pop(uid, None)
     runtime.timers.pop(uid, None)
     if not needs_teardown(status):
         return f"plan {meta['name']} deleted ({status.phase}); nothing to restore"
     try:
-        spec = parse_spec(_dict(body.get("spec")))
+        spec = parse_spec(plain_dict(body.get("spec")))
         estate = await estate_for(runtime, uid, meta["namespace"], spec)
     except (SpecError, KubeError) as exc:
         note = f"plan deleted mid-run, but the estate cannot be reached to restore it: {exc}"

@@ -1,14 +1,13 @@
 """The loop that drives one UpgradePlan: observe, decide, record, act, record — until the plan is over.
 
 One loop per plan runs in a kopf daemon; each turn is the core's (`core/turn.py`), and this module does
-only its I/O: observing, the status patch, the Events, the effects, the metrics. The status is written
-(one JSON patch of the items that changed, nothing when nothing changed) *before* every effect, so a
-crash at any instant leaves a record saying what may have been asked; the next loop, in this process or
-the next, observes the estate and lets `decide()` tell whether it happened. The turn's effects run
-concurrently. A change of wording only (a message) is held back, for at most `WORDING_SECONDS`, to go
-with the next write, unless an effect follows; a record (what a turn without effect saw and decided,
-what a backup gave) waits, in the same phase, for the next write, at most `DEFER_SECONDS` (then the
-sleeping loop writes it); a loop that stops writes what it left. Events are posted beside the loop (`announce.py`).
+only its I/O: observing, the effects, when to write the status. The status is written (`status_record.py`:
+one JSON patch of the items that changed, fenced) *before* every effect, so a crash at any instant leaves
+a record saying what may have been asked; the next loop, in this process or the next, observes the estate
+and lets `decide()` tell whether it happened. The turn's effects run concurrently. A record (what a turn
+without effect saw and decided, what a backup gave) waits, in the same phase, for the next write, at most
+`DEFER_SECONDS` (then the sleeping loop writes it); a loop that stops writes what it left. Events are
+posted beside the loop (`announce.py`).
 
 The loop sleeps until the earliest of: what `decide()` asked for (the first awaited moment: a period of
 a status page, a step's timeout), a change of any watched server's state (`watch.py`: one long poll per
@@ -54,12 +53,11 @@ from ..core.actions import (
 from ..core.context import Limits
 from ..core.control import retry_pending
 from ..core.enums import TERMINAL_PHASES, Phase, Reason
-from ..core.models import SpecError, UpgradePlanSpec, UpgradePlanStatus, parse_spec, parse_status, status_to_wire
+from ..core.models import SpecError, UpgradePlanSpec, UpgradePlanStatus, parse_spec
 from ..core.observations import ObservationGap, Observations, TransientError, UpgradeError, Where, redact
-from ..core.stalls import stall_event, stalled, unstalled
+from ..core.stalls import stalled, unstalled
 from ..core.status import observe_generation
-from ..core.turn import Outcome, Turn, after_effect, before_effect, events_between, next_turn_in, spec_rejected
-from ..core.wire_patch import only_wording, status_ops, wire_ops
+from ..core.turn import Outcome, Turn, after_effect, before_effect, next_turn_in, spec_rejected
 from . import metrics
 from .announce import Announcer
 from .answers import adoptable, touched
@@ -67,18 +65,22 @@ from .execute import execute, precheck
 from .observe import Estate, observe
 from .overlap import competing_plans
 from .runtime import Runtime, reach, time_zone, utcnow
+from .status_record import (
+    APPROVE_ANNOTATION,
+    StatusRecord,
+    StatusWriteRefusedError,
+    decided_on,
+    plain_dict,
+)
 from .timers import Backoff, StepTimers
 from .watch import EstateWatch
 
-APPROVE_ANNOTATION = "upgrade.uwm.io/approve"
 PHASES = [p.value for p in Phase]
 OVER_SECONDS = 300.0  # a plan that is over: look again this often, or as soon as its spec changes
 OBSERVE_SECONDS = 120.0  # one pass over the estate (each call has its own, shorter, timeout)
 KUBE_BACKOFF_CAP = 5.0  # the API server unreachable: look again often, the outage costs little more than itself
 ERROR_BACKOFF_CAP = 60.0  # an error retrying cannot quickly cure (a bug, a refused write, a broken answer)
-WORDING_SECONDS = 10.0  # a change of wording only waits at most this long for the next write
 WAKE_CHECK_SECONDS = 0.25  # how often a sleeping loop looks at its spec and its stop flag
-DEFER_SECONDS = 2.0  # a record waits for the next turn's write at most this long
 # Woken by a change, the loop waits for the changes that come with it (the servers of a lane, the lanes of a
 # hop) a share of what its last turn took, within bounds: a look costs little for a small estate, so it
 # looks again at once; a wide one's look costs more, so it gathers more changes into one.
@@ -91,10 +93,6 @@ class LeadershipLost(Exception):  # noqa: N818 (a signal, not a failure)
     """This process no longer leads the plan's namespace: stop before the next write or effect."""
 
 
-class StatusWriteRefusedError(KubeError):
-    """The API server refused a status write for good (422 invalid, 413 too large, 403 forbidden)."""
-
-
 class StopFlag(Protocol):
     def is_set(self) -> bool: ...
 
@@ -102,8 +100,8 @@ class StopFlag(Protocol):
 
 
 class Plan:
-    """One plan's loop state: what was last written (and at which resourceVersion), so only real changes
-    are sent and every write is fenced."""
+    """One plan's loop state: its status as written and as its turns made it (`record`), its timers, its
+    watch, what its last turn took."""
 
     def __init__(self, runtime: Runtime, body: Mapping[str, Any], logger: logging.Logger | logging.LoggerAdapter[Any]):
         self.runtime = runtime
@@ -113,31 +111,25 @@ class Plan:
         self.namespace: str = meta["namespace"]
         self.name: str = meta["name"]
         self.uid: str = meta.get("uid", self.name)
-        self.written = parse_status(_dict(body.get("status")))
-        self.status = self.written
-        # the status as the API server holds it, in its wire form (None: none yet; the first write adds it
-        # whole): what the next JSON patch is made against
-        self.on_server: dict[str, Any] | None = _dict(body["status"]) if body.get("status") is not None else None
-        self.resource_version: str | None = meta.get("resourceVersion")
         self.timers = runtime.timers.setdefault(self.uid, StepTimers())
         self.watch = runtime.watches.setdefault(self.uid, EstateWatch())
         self.announcer = Announcer(runtime.kube, body)
-        self.writes = 0
-        self.last_write = -WORDING_SECONDS  # monotonic
-        self.stall_note: str | None = None  # the last stall announced by an Event
+        self.record = StatusRecord(runtime.kube, body, self.announcer, self.fence, PHASES)
         self.observed_gaps = False
-        self.deferred: tuple[UpgradePlanStatus, ...] = ()  # statuses of turns whose record was left to the next
-        self.deferred_since: float | None = None  # monotonic: when the oldest record not yet written was made
-        self.decided_on = self._fingerprint()  # the spec generation and approval the turn decides on
         self.turn_seconds = 0.0  # how long the last turn took (observe, decide, write, act, write)
+
+    @property
+    def status(self) -> UpgradePlanStatus:
+        """The status as this loop's turns made it (written or not yet)."""
+        return self.record.status
+
+    @status.setter
+    def status(self, value: UpgradePlanStatus) -> None:
+        self.record.status = value
 
     @property
     def generation(self) -> int:
         return int(self.body["metadata"].get("generation") or 0)
-
-    def _fingerprint(self) -> tuple[Any, ...]:
-        meta = self.body["metadata"]
-        return (meta.get("generation"), (meta.get("annotations") or {}).get(APPROVE_ANNOTATION))
 
     def limits(self, spec: UpgradePlanSpec) -> Limits:
         """Never poll the estate less often than the plan's health-check period."""
@@ -150,18 +142,11 @@ class Plan:
         if not self.runtime.leadership.leading(self.namespace):
             raise LeadershipLost(self.namespace)
 
-    async def refresh(self) -> None:
-        """Re-read the plan and start again from the status the API server has (after a 409, a new term)."""
-        fresh = await self.runtime.kube.get_plan(self.namespace, self.name)
-        self.written = self.status = parse_status(_dict(fresh.get("status")))
-        self.on_server = _dict(fresh["status"]) if fresh.get("status") is not None else None
-        self.resource_version = (fresh.get("metadata") or {}).get("resourceVersion")
-
     async def flush(self) -> None:
         """The loop stops (a shutdown, a deletion): a record left for the next write is written now, if
         this process still leads the plan's namespace; if it cannot be, the next loop's first look sees
         again what it said."""
-        if self.deferred_since is not None:
+        if self.record.deferred_since is not None:
             await self._write_deferred()
 
     async def close(self) -> None:
@@ -171,124 +156,21 @@ class Plan:
         if watch is not None:
             await watch.close()
 
-    def forget_unwritten(self) -> None:
-        """After a failed turn: what is recorded is what was last written, nothing more (records left for
-        the next write included: the next look sees again what they said)."""
-        self.status = self.written
-        self.deferred, self.deferred_since = (), None
-
-    async def write(self, fence: bool = False, passed: tuple[UpgradePlanStatus, ...] = (),
-                    urgent: bool = False) -> None:
-        """Send what changed (a JSON patch of the items that changed), at the resourceVersion last seen; a
-        change of wording only waits up to `WORDING_SECONDS` for the next write, unless `urgent` (what an
-        effect's failure says). With `fence` (an effect follows) everything is sent, and something is sent
-        even when nothing changed (an empty patch at that version: the API server says 409 if anyone wrote
-        the plan since). `passed`: the statuses the turn went through, whose phase changes are announced
-        too, after those of the records left for this write (`deferred`), which it takes along."""
-        # the records left for this write go with it (if it fails, what they said is still in the status
-        # against what the API server has, and goes with the next)
-        passed, self.deferred, self.deferred_since = (*self.deferred, *passed), (), None
-        ops = wire_ops(self.on_server, status_to_wire(self.status))
-        now = asyncio.get_running_loop().time()
-        if not ops:
-            metrics.STATUS_WRITES_SKIPPED.inc()
-            if not fence:
-                return
-        elif (not (fence or urgent) and now - self.last_write < WORDING_SECONDS
-              and only_wording(self.written, self.status)):
-            metrics.STATUS_WRITES_HELD.inc()
-            return
-        self.fence()
-        try:
-            try:
-                res = await self.runtime.kube.patch_status_ops(self.namespace, self.name, ops, self.resource_version)
-            except ConflictError:
-                if not await self._written_since_by_metadata_only():
-                    raise
-                ops = wire_ops(self.on_server, status_to_wire(self.status))
-                res = await self.runtime.kube.patch_status_ops(self.namespace, self.name, ops, self.resource_version)
-        except ConflictError:
-            raise
-        except KubeError as exc:
-            if exc.transient:
-                raise
-            raise StatusWriteRefusedError(str(exc), False, exc.status) from None
-        self.resource_version = (res.get("metadata") or {}).get("resourceVersion") or self.resource_version
-        if not ops:
-            return
-        self.writes += 1
-        self.last_write = now
-        metrics.STATUS_WRITES.inc()
-        self._announce(self.written, self.status, passed)
-        self.written, self.on_server = self.status, status_to_wire(self.status)
-        metrics.show_plan(self.namespace, self.name, self.status)
-
-    def _may_defer(self) -> bool:
-        """Whether this record (of a turn without effect, or of what effects gave) may be left to the next
-        write: no record has waited `DEFER_SECONDS` yet, and the phase is the one written (a plan that is
-        over, paused or waiting for someone says so at once). The sleep after this turn writes it once the
-        oldest record has waited that long (`sleep`), if no write took it along before. A record is what
-        was seen and decided, or what an effect answered, never what is about to be asked: whatever an
-        effect may start is written, fenced, before the effect, and a migration's request right after it;
-        so a crash in between loses only what the next look sees again."""
-        now = asyncio.get_running_loop().time()
-        waited = now - (self.deferred_since if self.deferred_since is not None else now)
-        return waited < DEFER_SECONDS and self.status.phase not in TERMINAL_PHASES \
-            and self.status.phase == self.written.phase
-
-    def _defer(self, passed: tuple[UpgradePlanStatus, ...]) -> None:
-        """Leave this record to the next turn's write, which announces its phase changes too."""
-        self.deferred = (*self.deferred, *passed, self.status)
-        if self.deferred_since is None:
-            self.deferred_since = asyncio.get_running_loop().time()
-        metrics.STATUS_WRITES_DEFERRED.inc()
-
-    async def _written_since_by_metadata_only(self) -> bool:
-        """After a 409: whether the plan was written since only in what this turn did not decide on (kopf's
-        annotations, a label): its status as last written, its generation and approval as decided on. Then
-        the write is made again at the new version (True); else the loop re-reads and decides again."""
-        fresh = await self.runtime.kube.get_plan(self.namespace, self.name)
-        meta = fresh.get("metadata") or {}
-        seen = (meta.get("generation"), (meta.get("annotations") or {}).get(APPROVE_ANNOTATION))
-        status = fresh.get("status")
-        if seen != self.decided_on or (status is None) != (self.on_server is None):
-            return False
-        if status_ops(self.written, parse_status(_dict(status))):
-            return False
-        self.on_server = _dict(status) if status is not None else None
-        self.resource_version = meta.get("resourceVersion") or self.resource_version
-        return True
-
-    def _announce(self, old: UpgradePlanStatus, new: UpgradePlanStatus, passed: tuple[UpgradePlanStatus, ...]) -> None:
-        """Queue the Events the change means (the core's `events_between`); step and phase metrics."""
-        for event in events_between(old, new, passed):
-            self.announcer.post(event.type.value, event.reason.value, event.note)
-            ended, seconds = event.ended, event.seconds
-            if ended is not None:
-                metrics.STEPS.labels(ended.name.value, ended.state.value).inc()
-                if seconds is not None:
-                    metrics.STEP_SECONDS.labels(ended.name.value).observe(seconds)
-            if event.phase is not None:
-                metrics.set_phase(self.namespace, self.name, event.phase.value, PHASES)
-        stall = stall_event(old, new)
-        if stall is not None:
-            self.stall_note = stall.note
-            self.announcer.post(stall.type.value, stall.reason.value, stall.note)
-
     async def stall(self, reason: Reason, message: str) -> None:
         """`Stalled=True` on what is recorded; if even that cannot be written, at least the Event."""
-        self.forget_unwritten()
-        self.status = stalled(self.written, reason, message, utcnow(), self.generation)
+        record = self.record
+        record.forget_unwritten()
+        record.status = stalled(record.written, reason, message, utcnow(), self.generation)
         try:
-            await self.write()
+            await record.write()
         except LeadershipLost:
-            self.forget_unwritten()
+            record.forget_unwritten()
         except KubeError as exc:
-            self.forget_unwritten()
+            record.forget_unwritten()
             self.logger.warning("cannot record Stalled (%s): %s", reason, self.runtime.scrub(str(exc)))
             note = f"{reason}: {message}"
-            if note != self.stall_note:
-                self.stall_note = note
+            if note != record.stall_note:
+                record.stall_note = note
                 self.announcer.post("Warning", "Stalled", redact(note))
 
     async def sleep(self, seconds: float, stopped: StopFlag) -> None:
@@ -301,17 +183,17 @@ class Plan:
         if not self.watch.live or self.observed_gaps:
             seconds = min(seconds, self.runtime.limits.poll_seconds)
         loop = asyncio.get_running_loop()
-        start, before = loop.time(), self._fingerprint()
+        start, before = loop.time(), decided_on(self.body)
         if self.watch.changed.is_set():
             await asyncio.sleep(0)  # never a turn after a turn without letting the event loop run
             return  # changed during the turn: look again at once
         while not stopped.is_set():
             now = loop.time()
-            due = None if self.deferred_since is None else self.deferred_since + DEFER_SECONDS
+            due = self.record.due()
             if due is not None and now >= due and not await self._write_deferred():
                 return
             left = seconds - (now - start)
-            if left <= 0 or self._fingerprint() != before:
+            if left <= 0 or decided_on(self.body) != before:
                 return
             if self.watch.changed.is_set():  # what changes together is seen by one look
                 await asyncio.sleep(self.gather_seconds())
@@ -321,14 +203,7 @@ class Plan:
                 await asyncio.wait_for(self.watch.changed.wait(), wait)
 
     async def _write_deferred(self) -> bool:
-        """Write the records left for the next write now; False (and logged) if that could not be done."""
-        try:
-            await self.write()
-        except Exception as exc:  # the next turn's write meets it again, within the loop's handling
-            self.logger.info("records left for the next write were not written (%s): the next turn deals with it",
-                             self.runtime.scrub(f"{type(exc).__name__}: {exc}"))
-            return False
-        return True
+        return await self.record.write_deferred(self.logger, self.runtime.scrub)
 
     def gather_seconds(self) -> float:
         """How long a change waits for those that come with it: `GATHER_SHARE` of the last turn, bounded."""
@@ -339,10 +214,10 @@ class Plan:
         """One turn of the loop (`core/turn.py`); returns the actions taken and how long to wait."""
         now = utcnow()
         try:
-            spec = parse_spec(_dict(self.body.get("spec")))
+            spec = parse_spec(plain_dict(self.body.get("spec")))
         except SpecError as exc:
             self.status = spec_rejected(self.status, self.generation, str(exc), now)
-            await self.write()
+            await self.record.write()
             return (), None if self.status.phase in TERMINAL_PHASES else self.runtime.limits.idle_seconds
         if self.status.phase in TERMINAL_PHASES and not retry_pending(spec, self.status):
             # Over: nothing to do but say which spec was seen (kstatus waits for observedGeneration). Its
@@ -351,10 +226,11 @@ class Plan:
             await self.watch.close()
             self.watch.changed.clear()
             self.status = unstalled(observe_generation(self.status, self.generation), now)
-            await self.write()
+            await self.record.write()
             return (Idle(self.status.phase.value),), None
         self.watch.changed.clear()  # a change from here on wakes the sleep after this turn
-        self.decided_on = self._fingerprint()
+        record = self.record
+        record.decided_on = decided_on(self.body)
         estate, turn = await self._look_and_decide(spec, now)
         if turn.status.phase in FAILING_PHASES and turn.status.phase is not self.status.phase:
             # A plan that fails says what it leaves: from every agent asked now, not from states a long poll
@@ -370,10 +246,10 @@ class Plan:
         # the looks the effects need first (a backup verified again), beside the write that precedes them
         checks = _start_checks(estate, turn.effects) if acting and estate is not None else {}
         try:
-            if acting or not self._may_defer():
-                await self.write(fence=acting, passed=turn.passed)
+            if acting or not record.may_defer():
+                await record.write(fence=acting, passed=turn.passed)
             else:  # the next turn, within DEFER_SECONDS, writes what this one recorded
-                self._defer(turn.passed)
+                record.defer(turn.passed)
         except BaseException:
             await _cancel(checks.values())
             raise
@@ -393,10 +269,10 @@ class Plan:
             outcomes = tuple(r for r in results if isinstance(r, Outcome))
             self.status = after_effect(self.status, outcomes, utcnow())
             urgent = any(o.error is not None for o in outcomes)
-            if cannot_wait(results) or not self._may_defer():
-                await self.write(urgent=urgent)
+            if cannot_wait(results) or not record.may_defer():
+                await record.write(urgent=urgent)
             else:  # a backup taken (found again by its id after a crash), notes: with the next write
-                self._defer(())
+                record.defer(())
             for result in results:
                 if isinstance(result, BaseException):  # recorded what went through; now the catch-all
                     raise result
@@ -523,7 +399,7 @@ async def _loop(runtime: Runtime, plan: Plan, stopped: StopFlag,
     while not stopped.is_set():
         try:
             if not fresh:  # a new term, or after a 409: decide from what the API server has
-                await plan.refresh()
+                await plan.record.refresh()
                 fresh = True
             began = asyncio.get_running_loop().time()
             actions, delay = await plan.step()
@@ -533,7 +409,7 @@ async def _loop(runtime: Runtime, plan: Plan, stopped: StopFlag,
             return False
         except ConflictError:
             logger.info("the plan was written by someone else since it was read: re-reading it before any effect")
-            plan.forget_unwritten()
+            plan.record.forget_unwritten()
             fresh = False
             continue
         except StatusWriteRefusedError as exc:
@@ -545,7 +421,7 @@ async def _loop(runtime: Runtime, plan: Plan, stopped: StopFlag,
             await stopped.wait(delay)
             continue
         except KubeError as exc:  # the API server unreachable or answering errors: retry soon
-            plan.forget_unwritten()
+            plan.record.forget_unwritten()
             delay = backoff.next(KUBE_BACKOFF_CAP if exc.transient else ERROR_BACKOFF_CAP)
             logger.warning("Kubernetes API: %s; retrying in %.0f s", runtime.scrub(str(exc)), delay)
             metrics.LOOP_ERRORS.labels("KubeError").inc()
@@ -564,7 +440,7 @@ async def _loop(runtime: Runtime, plan: Plan, stopped: StopFlag,
         backoff.reset()
         if any(isinstance(a, Idle) for a in actions) or (delay is None and plan.status.phase in TERMINAL_PHASES):
             if not over:
-                logger.info("plan %s is %s after %d status writes", plan.name, plan.status.phase, plan.writes)
+                logger.info("plan %s is %s after %d status writes", plan.name, plan.status.phase, plan.record.writes)
             over = True  # it stays over until its spec changes (spec.retry): look again when it does
             await plan.sleep(OVER_SECONDS, stopped)
             continue
@@ -572,18 +448,3 @@ async def _loop(runtime: Runtime, plan: Plan, stopped: StopFlag,
         await plan.sleep(delay if delay is not None else runtime.limits.idle_seconds, stopped)
     return False
 
-
-def _dict(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    return {}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
