@@ -69,6 +69,9 @@ class FakeKube:
     log: list[str] = field(default_factory=list)
     secret_error: BaseException | None = None
     patches: list[list[dict[str, Any]]] = field(default_factory=list)  # every JSON patch that wrote
+    patch_seconds: float = 0.0  # how long the API server takes to answer a patch
+    patching: int = 0  # patches sent and not yet answered
+    most_patching: int = 0  # the most patches ever on their way at once
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
         if self.secret_error is not None:
@@ -92,8 +95,17 @@ class FakeKube:
                                resource_version: str | None = None) -> dict[str, Any]:
         """The engine's JSON patch, applied as the API server applies it (`apply_ops`), after the hook of
         another writer, the scripted failures (each sees the top-level fields the patch writes, as they
-        would be after it) and the fencing by resourceVersion. Like a request, it lets the loop run first."""
-        await asyncio.sleep(0)
+        would be after it) and the fencing by resourceVersion. Like a request, it lets the loop run first
+        (for `patch_seconds`)."""
+        self.patching += 1
+        self.most_patching = max(self.most_patching, self.patching)
+        try:
+            await asyncio.sleep(self.patch_seconds)
+        except asyncio.CancelledError:
+            self.log.append("patch-cancelled")
+            raise
+        finally:
+            self.patching -= 1
         if self.before_patch is not None:
             hook, self.before_patch = self.before_patch, None
             hook(self)
@@ -200,8 +212,13 @@ class LoopHarness:
 
     @staticmethod
     async def _sleep(plan: Any, seconds: float, stopped: Turns) -> None:
+        """The wait asked for, recorded, not slept; a write started behind the turn ends meanwhile (a sleep
+        outlasts a write; its error, if any, is the next turn's), as with the real loop's sleeps."""
         stopped.sleeps.append(seconds)
         stopped.left -= 1
+        pending = plan.record.pending
+        if pending is not None:
+            await asyncio.wait({pending})
         await asyncio.sleep(0)
 
     async def run(self, turns: int, until: Callable[[], bool] | None = None) -> Turns:

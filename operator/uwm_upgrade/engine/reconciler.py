@@ -146,11 +146,14 @@ class Plan:
         """The loop stops (a shutdown, a deletion): a record left for the next write is written now, if
         this process still leads the plan's namespace; if it cannot be, the next loop's first look sees
         again what it said."""
+        await self.record.drain()
         if self.record.deferred_since is not None:
             await self._write_deferred()
 
     async def close(self) -> None:
-        """The loop ends: its Events get a few seconds to be posted; its watchers stop."""
+        """The loop ends: a write still on its way is stopped; its Events get a few seconds to be posted;
+        its watchers stop."""
+        await self.record.drain(cancel=True)
         await self.announcer.close()
         watch = self.runtime.watches.pop(self.uid, None)
         if watch is not None:
@@ -187,7 +190,7 @@ class Plan:
         if self.watch.changed.is_set():
             await asyncio.sleep(0)  # never a turn after a turn without letting the event loop run
             return  # changed during the turn: look again at once
-        while not stopped.is_set():
+        while not stopped.is_set() and not self.record.failed():  # a failed write: the next turn deals with it
             now = loop.time()
             due = self.record.due()
             if due is not None and now >= due and not await self._write_deferred():
@@ -211,7 +214,18 @@ class Plan:
         return min(max(GATHER_SHARE * self.turn_seconds, low), high)
 
     async def step(self) -> tuple[tuple[Action, ...], float | None]:
-        """One turn of the loop (`core/turn.py`); returns the actions taken and how long to wait."""
+        """One turn of the loop (`core/turn.py`); returns the actions taken and how long to wait. A turn
+        that fails lets the writes started behind the turns end first: the loop's handling of the failure
+        (a re-read, a Stalled record) starts from what the API server has."""
+        try:
+            if self.record.failed():  # a write behind the last turn failed: deal with it before a look
+                await self.record.settled()
+            return await self._turn()
+        except BaseException:
+            await self.record.drain()
+            raise
+
+    async def _turn(self) -> tuple[tuple[Action, ...], float | None]:
         now = utcnow()
         try:
             spec = parse_spec(plain_dict(self.body.get("spec")))
@@ -246,8 +260,12 @@ class Plan:
         # the looks the effects need first (a backup verified again), beside the write that precedes them
         checks = _start_checks(estate, turn.effects) if acting and estate is not None else {}
         try:
-            if acting or not record.may_defer():
-                await record.write(fence=acting, passed=turn.passed)
+            if acting:
+                await record.write(fence=True, passed=turn.passed)
+            elif self.status.phase in TERMINAL_PHASES:  # the plan is over: the loop's last word, awaited
+                await record.write(passed=turn.passed)
+            elif not record.may_defer():  # a record: the next look need not wait for it
+                record.write_behind(turn.passed)
             else:  # the next turn, within DEFER_SECONDS, writes what this one recorded
                 record.defer(turn.passed)
         except BaseException:
@@ -269,8 +287,10 @@ class Plan:
             outcomes = tuple(r for r in results if isinstance(r, Outcome))
             self.status = after_effect(self.status, outcomes, utcnow())
             urgent = any(o.error is not None for o in outcomes)
-            if cannot_wait(results) or not record.may_defer():
-                await record.write(urgent=urgent)
+            if any(isinstance(r, BaseException) for r in results):
+                await record.write(urgent=urgent)  # before the catch-all below
+            elif cannot_wait(results) or not record.may_defer():
+                record.write_behind(urgent=urgent)  # now, and the next look need not wait for it
             else:  # a backup taken (found again by its id after a crash), notes: with the next write
                 record.defer(())
             for result in results:

@@ -12,6 +12,7 @@ written. The loop checks that it still leads before each write (`fence`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -65,6 +66,8 @@ class StatusRecord:
         self.deferred: tuple[UpgradePlanStatus, ...] = ()  # statuses of turns whose record was left to the next
         self.deferred_since: float | None = None  # monotonic: when the oldest record not yet written was made
         self.decided_on: tuple[Any, ...] = decided_on(body)  # the spec generation and approval the turn decides on
+        self.pending: asyncio.Task[None] | None = None  # the last write started behind the turn (`write_behind`)
+        self.sending: UpgradePlanStatus | None = None  # what it sends
 
     async def refresh(self) -> None:
         """Re-read the plan and start again from the status the API server has (after a 409, a new term)."""
@@ -81,23 +84,70 @@ class StatusRecord:
 
     async def write(self, fence: bool = False, passed: tuple[UpgradePlanStatus, ...] = (),
                     urgent: bool = False) -> None:
-        """Send what changed (a JSON patch of the items that changed), at the resourceVersion last seen; a
-        change of wording only waits up to `WORDING_SECONDS` for the next write, unless `urgent` (what an
-        effect's failure says). With `fence` (an effect follows) everything is sent, and something is sent
-        even when nothing changed (an empty patch at that version: the API server says 409 if anyone wrote
-        the plan since). `passed`: the statuses the turn went through, whose phase changes are announced
-        too, after those of the records left for this write (`deferred`), which it takes along."""
-        # the records left for this write go with it (if it fails, what they said is still in the status
-        # against what the API server has, and goes with the next)
+        """Send what changed (a JSON patch of the items that changed), at the resourceVersion last seen,
+        once the writes started behind the turns are done (their error is raised here); a change of wording
+        only waits up to `WORDING_SECONDS` for the next write, unless `urgent` (what an effect's failure
+        says). With `fence` (an effect follows) everything is sent, and something is sent even when nothing
+        changed (an empty patch at that version: the API server says 409 if anyone wrote the plan since).
+        `passed`: the statuses the turn went through, whose phase changes are announced too, after those of
+        the records left for this write (`deferred`), which it takes along."""
+        await self.settled()
+        await self._send(self._take(passed), self.status, fence, urgent)
+
+    def write_behind(self, passed: tuple[UpgradePlanStatus, ...] = (), urgent: bool = False) -> None:
+        """Start writing this record and go on: the next look needs nothing from the answer. Writes go out
+        one at a time, in order, and the next `write` (so the fenced one before any effect) waits for this
+        one first, and fails with it: nothing is asked of the estate before what came before is recorded."""
+        passed, sent, before = self._take(passed), self.status, self.pending
+        self.sending = sent
+        self.pending = asyncio.get_running_loop().create_task(self._after(before, passed, sent, urgent),
+                                                              name=f"status write {self.namespace}/{self.name}")
+
+    async def settled(self) -> None:
+        """The writes started behind the turns, done; the first error among them is raised here."""
+        task, self.pending, self.sending = self.pending, None, None
+        if task is not None:
+            await task
+
+    def failed(self) -> bool:
+        """A write started behind the turn has failed (`settled` raises its error)."""
+        task = self.pending
+        return task is not None and task.done() and not task.cancelled() and task.exception() is not None
+
+    async def drain(self, cancel: bool = False) -> None:
+        """After a failed turn, or when the loop ends (`cancel`): the writes behind it done, or stopped;
+        their errors dropped (the turn's own error, or the next loop's look, deals with what they left)."""
+        task, self.pending, self.sending = self.pending, None, None
+        if task is None:
+            return
+        if cancel:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    def _take(self, passed: tuple[UpgradePlanStatus, ...]) -> tuple[UpgradePlanStatus, ...]:
+        """The records left for the next write go with this one (if it fails, what they said is still in
+        the status against what the API server has, and goes with the next)."""
         passed, self.deferred, self.deferred_since = (*self.deferred, *passed), (), None
-        ops = wire_ops(self.on_server, status_to_wire(self.status))
+        return passed
+
+    async def _after(self, before: asyncio.Task[None] | None, passed: tuple[UpgradePlanStatus, ...],
+                     sent: UpgradePlanStatus, urgent: bool) -> None:
+        if before is not None:
+            await before
+        await self._send(passed, sent, False, urgent)
+
+    async def _send(self, passed: tuple[UpgradePlanStatus, ...], sent: UpgradePlanStatus, fence: bool,
+                    urgent: bool) -> None:
+        """One write of `sent` (the status as it was when the write was asked for)."""
+        ops = wire_ops(self.on_server, status_to_wire(sent))
         now = asyncio.get_running_loop().time()
         if not ops:
             metrics.STATUS_WRITES_SKIPPED.inc()
             if not fence:
                 return
         elif (not (fence or urgent) and now - self.last_write < WORDING_SECONDS
-              and only_wording(self.written, self.status)):
+              and only_wording(self.written, sent)):
             metrics.STATUS_WRITES_HELD.inc()
             return
         self.fence()
@@ -107,7 +157,7 @@ class StatusRecord:
             except ConflictError:
                 if not await self._written_since_by_metadata_only():
                     raise
-                ops = wire_ops(self.on_server, status_to_wire(self.status))
+                ops = wire_ops(self.on_server, status_to_wire(sent))
                 res = await self.kube.patch_status_ops(self.namespace, self.name, ops, self.resource_version)
         except ConflictError:
             raise
@@ -121,9 +171,9 @@ class StatusRecord:
         self.writes += 1
         self.last_write = now
         metrics.STATUS_WRITES.inc()
-        self._announce(self.written, self.status, passed)
-        self.written, self.on_server = self.status, status_to_wire(self.status)
-        metrics.show_plan(self.namespace, self.name, self.status)
+        self._announce(self.written, sent, passed)
+        self.written, self.on_server = sent, status_to_wire(sent)
+        metrics.show_plan(self.namespace, self.name, sent)
 
     def may_defer(self) -> bool:
         """Whether this record (of a turn without effect, or of what effects gave) may be left to the next
@@ -135,8 +185,9 @@ class StatusRecord:
         between loses only what the next look sees again."""
         now = asyncio.get_running_loop().time()
         waited = now - (self.deferred_since if self.deferred_since is not None else now)
+        recorded = self.sending if self.sending is not None else self.written
         return waited < DEFER_SECONDS and self.status.phase not in TERMINAL_PHASES \
-            and self.status.phase == self.written.phase
+            and self.status.phase == recorded.phase
 
     def defer(self, passed: tuple[UpgradePlanStatus, ...]) -> None:
         """Leave this record to the next turn's write, which announces its phase changes too."""
