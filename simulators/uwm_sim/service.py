@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -174,13 +175,21 @@ class ServerRuntime:
                        if me.replicated and me.repl_role == "Subscriber" else [])
         return Snapshot(me, self.db_state_sync(), masters, portal, time.time(), clients.parsed(doc))
 
-    async def snapshot(self) -> Snapshot:
-        snap = await asyncio.to_thread(self.snapshot_sync)
+    async def snapshot(self, executor: Executor | None = None) -> Snapshot:
+        """The server as of now (an install that is due completes first), read on `executor`'s threads
+        (None: the default ones, which the requests use)."""
+        return await asyncio.get_running_loop().run_in_executor(executor, self._snapshot_completed_sync)
+
+    def _snapshot_completed_sync(self) -> Snapshot:
+        """`snapshot_sync`, after completing an install that is due: on one thread, in one go (the
+        completion wakes the long polls of the servers it concerns, hundreds maybe: the look after it
+        does not queue behind theirs)."""
+        snap = self.snapshot_sync()
         me = snap.me
         overdue = snap.now >= (me.install_started or 0.0) + me.install_seconds
         if me.installing and me.install_fault != "hang" and overdue and me.install_target:
-            await asyncio.to_thread(self.complete_install_sync, me.install_target)
-            snap = await asyncio.to_thread(self.snapshot_sync)
+            self.complete_install_sync(me.install_target)
+            snap = self.snapshot_sync()
         return snap
 
     def phase(self, snap: Snapshot) -> Phase:

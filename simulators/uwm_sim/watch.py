@@ -18,6 +18,12 @@ What wakes a waiting request, cheaply enough for hundreds of servers in one proc
   an install is due to complete;
 - a slow re-check (`RECHECK_SECONDS`), for changes made outside this process (another fleet process, a
   database restored by the operator), and the client's own deadline.
+
+A waiting request looks on threads of its own (`RECHECK_THREADS`), never on those the requests use: one
+change can wake hundreds (a master's install wakes its group's subscribers, a schema step every server of
+the database), and their looks queued on the default threads held up every request behind them, the
+operator's included (a 200-server fleet answered a portal read in 0.6 s). The server the change is about
+is woken first.
 """
 
 from __future__ import annotations
@@ -28,14 +34,17 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .service import ServerRuntime, Snapshot
 
 MAX_WAIT_SECONDS = 60
+RECHECK_THREADS = 4
 RECHECK_SECONDS = 5.0
 # Operations that change the state of every server of the database they name (its schema and its lock).
 DATABASE_OPS = frozenset({"schema-migrate", "schema-step", "schema-migrated", "schema-interrupted", "schema-resumed",
@@ -98,6 +107,8 @@ class Changes:
     def _wake(self, entries: list[Any]) -> None:
         with self._lock:
             waiters = list(self._waiters)
+        changed = {getattr(e, "server", None) for e in entries}
+        waiters.sort(key=lambda w: w.server not in changed)  # the server the change is about looks first
         for waiter in waiters:
             if any(waiter.affected_by(e) for e in entries):
                 waiter.event.set()
@@ -137,6 +148,12 @@ def masters_of(rt: ServerRuntime) -> tuple[str, ...]:
                  if s.replication_role == "Master" and s.replication_group == me.replication_group)
 
 
+@cache
+def rechecks() -> ThreadPoolExecutor:
+    """The threads waiting requests look on (one set per process, made when first needed)."""
+    return ThreadPoolExecutor(RECHECK_THREADS, thread_name_prefix="uwm-sim-recheck")
+
+
 async def state_after(rt: ServerRuntime, since: str | None, seconds: float) -> dict[str, Any]:
     """The state once its version is no longer `since`, or after `seconds` (then maybe unchanged)."""
     deadline = time.monotonic() + seconds
@@ -146,7 +163,7 @@ async def state_after(rt: ServerRuntime, since: str | None, seconds: float) -> d
     with changes.waiting(rt.name, rt.cfg.database, masters_of(rt)) as event:
         while True:
             event.clear()  # before looking: a change committed from here on wakes the wait below
-            snap = await rt.snapshot()
+            snap = await rt.snapshot(rechecks())
             state = rt.state_json(snap)
             left = deadline - time.monotonic()
             if state["stateVersion"] != since or left <= 0:
