@@ -175,20 +175,24 @@ class ServerRuntime:
                        if me.replicated and me.repl_role == "Subscriber" else [])
         return Snapshot(me, self.db_state_sync(), masters, portal, time.time(), clients.parsed(doc))
 
+    def install_due(self, snap: Snapshot) -> bool:
+        """An install is under way whose time is up: whoever looks completes it first."""
+        me = snap.me
+        overdue = snap.now >= (me.install_started or 0.0) + me.install_seconds
+        return bool(me.installing and me.install_fault != "hang" and overdue and me.install_target)
+
     async def snapshot(self, executor: Executor | None = None) -> Snapshot:
         """The server as of now (an install that is due completes first), read on `executor`'s threads
         (None: the default ones, which the requests use)."""
-        return await asyncio.get_running_loop().run_in_executor(executor, self._snapshot_completed_sync)
+        return await asyncio.get_running_loop().run_in_executor(executor, self.snapshot_completed_sync)
 
-    def _snapshot_completed_sync(self) -> Snapshot:
+    def snapshot_completed_sync(self) -> Snapshot:
         """`snapshot_sync`, after completing an install that is due: on one thread, in one go (the
         completion wakes the long polls of the servers it concerns, hundreds maybe: the look after it
         does not queue behind theirs)."""
         snap = self.snapshot_sync()
-        me = snap.me
-        overdue = snap.now >= (me.install_started or 0.0) + me.install_seconds
-        if me.installing and me.install_fault != "hang" and overdue and me.install_target:
-            self.complete_install_sync(me.install_target)
+        if self.install_due(snap) and snap.me.install_target:
+            self.complete_install_sync(snap.me.install_target)
             snap = self.snapshot_sync()
         return snap
 
@@ -359,3 +363,39 @@ class ServerRuntime:
         if outcome.status == 200:
             self.in_rotation, self.rotation_changed_at = wanted, time.time()
         return await self.with_state(outcome)
+
+
+def snapshots_together(runtimes: list[ServerRuntime]) -> dict[str, Snapshot | Exception]:
+    """`snapshot` of each of `runtimes` (servers of one estate), read together: every row and its group's
+    masters in one state transaction, each database once; a server whose install is due is completed and
+    looked at alone (`ServerRuntime.snapshot`). What each gets is what its own look would have read then.
+    Used for the long polls one change woke (`watch.Looks`): hundreds of them, each reading the same
+    database and masters on its own, were most of a wide fleet's work."""
+    found: dict[str, Snapshot | Exception] = {}
+    if not runtimes:
+        return found
+    estate = runtimes[0].estate
+    with estate.state.transaction() as conn:
+        cur = conn.cursor()
+        looked = store.look_many(cur, sorted({rt.name for rt in runtimes}))
+        groups = {me.repl_group for me, _, _ in looked.values()
+                  if me.replicated and me.repl_role == "Subscriber"}
+        masters = {g: store.list_servers(cur, group=g, role="Master") for g in sorted(groups, key=str)}
+    databases = {name: runtimes[0].db_state_sync(name) for name in sorted({rt.cfg.database for rt in runtimes})}
+    now = time.time()
+    for rt in runtimes:
+        seen = looked.get(rt.name)
+        if seen is None:
+            found[rt.name] = rt.unregistered()
+            continue
+        me, portal, doc = seen
+        group = masters.get(me.repl_group, []) if me.replicated and me.repl_role == "Subscriber" else []
+        snap = Snapshot(me, databases[rt.cfg.database], group, portal, now, clients.parsed(doc))
+        if rt.install_due(snap):
+            try:
+                snap = rt.snapshot_completed_sync()
+            except Exception as exc:  # handed to the look that asked, as its own read would raise it
+                found[rt.name] = exc
+                continue
+        found[rt.name] = snap
+    return found

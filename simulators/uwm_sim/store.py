@@ -77,6 +77,9 @@ _LOOK = (f"SELECT {', '.join('s.' + _COLUMN_OF.get(f, f) for f in _STATE_FIELDS)
          f"(SELECT doc FROM {CLIENTS} WHERE id = 1) AS clients_doc "
          f"FROM {SERVER} s LEFT JOIN {PORTAL} p ON p.database_name = s.database_name WHERE s.name = ?")
 
+_LOOK_MANY = _LOOK.replace("WHERE s.name = ?", "WHERE s.name IN (?)")
+LOOK_CHUNK = 500  # names per statement (SQL Server takes at most 2100 parameters)
+
 
 def ensure_schema(conn: Any, d: Dialect, reset: bool = False) -> None:
     cur = conn.cursor()
@@ -115,6 +118,20 @@ def look(cur: Any, name: str) -> tuple[ServerState, dict[str, Any] | None, str |
     portal = {c: row[f"portal_{c}"] for c in _PORTAL_FIELDS} if row["portal_status"] is not None else None
     doc = row["clients_doc"]
     return _state(row), portal, str(doc) if doc else None
+
+
+def look_many(cur: Any, names: list[str]) -> dict[str, tuple[ServerState, dict[str, Any] | None, str | None]]:
+    """`look` for each of `names` (those registered), as of one statement per `LOOK_CHUNK` names."""
+    found: dict[str, tuple[ServerState, dict[str, Any] | None, str | None]] = {}
+    for i in range(0, len(names), LOOK_CHUNK):
+        chunk = names[i:i + LOOK_CHUNK]
+        cur.execute(_LOOK_MANY.replace("(?)", f"({', '.join('?' for _ in chunk)})"), *chunk)
+        for row in rows(cur):
+            portal = {c: row[f"portal_{c}"] for c in _PORTAL_FIELDS} if row["portal_status"] is not None else None
+            doc = row["clients_doc"]
+            state = _state(row)
+            found[state.name] = (state, portal, str(doc) if doc else None)
+    return found
 
 
 def list_servers(cur: Any, *, group: str | None = None, database: str | None = None,

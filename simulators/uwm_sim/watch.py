@@ -22,8 +22,9 @@ What wakes a waiting request, cheaply enough for hundreds of servers in one proc
 A waiting request looks on threads of its own (`RECHECK_THREADS`), never on those the requests use: one
 change can wake hundreds (a master's install wakes its group's subscribers, a schema step every server of
 the database), and their looks queued on the default threads held up every request behind them, the
-operator's included (a 200-server fleet answered a portal read in 0.6 s). The server the change is about
-is woken first.
+operator's included (a 200-server fleet answered a portal read in 0.6 s). The looks that one change woke
+are read together (`Looks`: the rows in one statement, each database and each group's master once), and
+the server the change is about is woken first.
 """
 
 from __future__ import annotations
@@ -84,6 +85,48 @@ class _Waiter:
         return op in GROUP_OPS and server in self.masters
 
 
+class Looks:
+    """The looks of waiting requests, gathered while the event loop runs what woke them and read together
+    (`service.snapshots_together`) on the re-check threads."""
+
+    def __init__(self) -> None:
+        self._asked: dict[str, tuple[ServerRuntime, list[asyncio.Future[Snapshot]]]] = {}
+        self._reads: set[asyncio.Task[None]] = set()
+
+    async def look(self, rt: ServerRuntime) -> Snapshot:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Snapshot] = loop.create_future()
+        if not self._asked:
+            loop.call_soon(self._read_asked)  # after every request woken with this one has asked
+        self._asked.setdefault(rt.name, (rt, []))[1].append(future)
+        return await future
+
+    def _read_asked(self) -> None:
+        asked, self._asked = self._asked, {}
+        task = asyncio.get_running_loop().create_task(self._read(asked))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read(self, asked: dict[str, tuple[ServerRuntime, list[asyncio.Future[Snapshot]]]]) -> None:
+        from .service import snapshots_together
+
+        runtimes = [rt for rt, _ in asked.values()]
+        try:
+            found: dict[str, Snapshot | Exception] = await asyncio.get_running_loop().run_in_executor(
+                rechecks(), snapshots_together, runtimes)
+        except Exception as exc:  # each look raises what its own read would have
+            found = {name: exc for name in asked}
+        for name, (_, futures) in asked.items():
+            result = found[name]
+            for future in futures:
+                if future.done():  # its request went away meanwhile
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+
 class Changes:
     """Who waits for which server's state in this process; woken from any thread after a commit."""
 
@@ -91,6 +134,7 @@ class Changes:
         self._waiters: set[_Waiter] = set()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.looks = Looks()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -112,6 +156,11 @@ class Changes:
         for waiter in waiters:
             if any(waiter.affected_by(e) for e in entries):
                 waiter.event.set()
+
+    def waiting_for(self, server: str) -> int:
+        """How many requests wait for a change of `server`'s state."""
+        with self._lock:
+            return sum(1 for w in self._waiters if w.server == server)
 
     @contextmanager
     def waiting(self, server: str, database: str, masters: Iterable[str]) -> Iterator[asyncio.Event]:
@@ -163,7 +212,7 @@ async def state_after(rt: ServerRuntime, since: str | None, seconds: float) -> d
     with changes.waiting(rt.name, rt.cfg.database, masters_of(rt)) as event:
         while True:
             event.clear()  # before looking: a change committed from here on wakes the wait below
-            snap = await rt.snapshot(rechecks())
+            snap = await changes.looks.look(rt)
             state = rt.state_json(snap)
             left = deadline - time.monotonic()
             if state["stateVersion"] != since or left <= 0:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import uwm_sim.service
 import uwm_sim.watch
 from uwm_sim.fleet import running_fleet
 from uwm_sim.watch import state_version
@@ -92,18 +93,18 @@ async def test_a_subscriber_is_woken_by_its_master_not_by_the_other_subscribers(
     servers in one group every change woke all 200, each reading the whole group: quadratic)."""
     async with running_fleet(estate(caughtUpSeconds=0.2)) as fleet, fleet.client("ps-2") as c, \
             fleet.client("ps-3") as fellow, fleet.client("ps-1") as master:
-        rt = fleet.runtimes["ps-2"]
         looks = 0
-        looked = asyncio.Event()
-        real = rt.snapshot
+        looked = threading.Event()
+        real = uwm_sim.service.snapshots_together
 
-        async def counted(*args: Any) -> Any:
+        def counted(runtimes: list[Any]) -> Any:  # the looks of waiting requests, read together
             nonlocal looks
-            looks += 1
-            looked.set()
-            return await real(*args)
+            if any(rt.name == "ps-2" for rt in runtimes):
+                looks += 1
+                looked.set()
+            return real(runtimes)
 
-        monkeypatch.setattr(rt, "snapshot", counted)
+        monkeypatch.setattr(uwm_sim.service, "snapshots_together", counted)
         monkeypatch.setattr(uwm_sim.watch, "RECHECK_SECONDS", 120.0)  # no slow re-check within the test
         deadline = time.monotonic() + 10
         first = (await c.state()).body
@@ -114,7 +115,10 @@ async def test_a_subscriber_is_woken_by_its_master_not_by_the_other_subscribers(
         looked.clear()
         waiting = asyncio.ensure_future(c.state(60, first["stateVersion"]))
         try:
-            await asyncio.wait_for(looked.wait(), 10)  # the poll has looked once and waits
+            deadline = time.monotonic() + 10
+            while not looked.is_set():  # the poll has looked once and waits
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
             assert (await fellow.replication(False)).status == 200
             assert (await fellow.replication(True)).status == 200
             assert not waiting.done()
@@ -138,25 +142,26 @@ async def test_a_request_is_answered_while_the_long_polls_a_change_woke_look_aga
     async with running_fleet(estate(caughtUpSeconds=0.2)) as fleet, fleet.client("ps-2") as c, \
             fleet.client("ps-1") as master, fleet.client("ms-1") as other:
         monkeypatch.setattr(uwm_sim.watch, "RECHECK_SECONDS", 120.0)  # no slow re-check within the test
-        rt = fleet.runtimes["ps-2"]
-        real = rt.snapshot_sync
+        real = uwm_sim.service.snapshots_together
         slow, looking = threading.Event(), threading.Event()
         looks = 0
 
-        def snapshot() -> Any:  # ps-2's looks, slow once `slow` is set (as hundreds of them would be)
+        def snapshots(runtimes: list[Any]) -> Any:  # ps-2's polls' looks, slow once `slow` is set
             nonlocal looks
-            looks += 1
+            looks += sum(rt.name == "ps-2" for rt in runtimes)
             if slow.is_set():
                 looking.set()
                 time.sleep(1.5)
-            return real()
+            return real(runtimes)
 
-        monkeypatch.setattr(rt, "snapshot_sync", snapshot)
+        monkeypatch.setattr(uwm_sim.service, "snapshots_together", snapshots)
         first = (await c.state()).body
         polls = [asyncio.ensure_future(c.state(60, first["stateVersion"])) for _ in range(12)]
         try:
             deadline = time.monotonic() + 10
-            while looks < 13:  # each poll has looked once and waits
+            changes = fleet.runtimes["ps-2"].estate.changes
+            assert changes is not None
+            while changes.waiting_for("ps-2") < 12 or not looks:  # each poll has looked and waits
                 assert time.monotonic() < deadline and not any(p.done() for p in polls), looks
                 await asyncio.sleep(0.01)
             slow.set()
@@ -173,3 +178,21 @@ async def test_a_request_is_answered_while_the_long_polls_a_change_woke_look_aga
             for poll in polls:
                 poll.cancel()
             await asyncio.gather(*polls, return_exceptions=True)
+
+
+@pytest.mark.integration
+async def test_looks_read_together_read_what_each_look_reads_alone(estate: Callable[..., dict[str, Any]]) -> None:
+    """The looks one change woke are read together (`snapshots_together`): each gets what its own
+    `snapshot` would have read (its row, its database, its group's masters, the portal, the clients)."""
+    async with running_fleet(estate(caughtUpSeconds=0.2)) as fleet, fleet.client("ps-2") as c:
+        assert (await c.replication(False)).status == 200  # a state that differs from the others'
+        runtimes = list(fleet.runtimes.values())
+        together = await asyncio.to_thread(uwm_sim.service.snapshots_together, runtimes)
+        assert set(together) == {rt.name for rt in runtimes}
+        for rt in runtimes:
+            alone = await asyncio.to_thread(rt.snapshot_sync)
+            seen = together[rt.name]
+            assert not isinstance(seen, Exception), seen
+            assert (seen.me, seen.db, seen.masters, seen.portal, seen.clients) == \
+                (alone.me, alone.db, alone.masters, alone.portal, alone.clients), rt.name
+        assert together["ps-2"].me.repl_enabled is False and together["ps-2"].masters  # a subscriber: its master
