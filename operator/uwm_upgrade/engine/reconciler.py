@@ -80,6 +80,7 @@ OVER_SECONDS = 300.0  # a plan that is over: look again this often, or as soon a
 OBSERVE_SECONDS = 120.0  # one pass over the estate (each call has its own, shorter, timeout)
 KUBE_BACKOFF_CAP = 5.0  # the API server unreachable: look again often, the outage costs little more than itself
 ERROR_BACKOFF_CAP = 60.0  # an error retrying cannot quickly cure (a bug, a refused write, a broken answer)
+CLOSE_SECONDS = 5.0  # a write on its way when the loop ends gets this long
 WAKE_CHECK_SECONDS = 0.25  # how often a sleeping loop looks at its spec and its stop flag
 # Woken by a change, the loop waits for the changes that come with it (the servers of a lane, the lanes of a
 # hop) a share of what its last turn took, within bounds: a look costs little for a small estate, so it
@@ -146,18 +147,23 @@ class Plan:
         """The loop stops (a shutdown, a deletion): a record left for the next write is written now, if
         this process still leads the plan's namespace; if it cannot be, the next loop's first look sees
         again what it said."""
-        await self.record.drain()
+        self._log_unwritten(await self.record.drain())
         if self.record.deferred_since is not None:
             await self._write_deferred()
 
     async def close(self) -> None:
-        """The loop ends: a write still on its way is stopped; its Events get a few seconds to be posted;
-        its watchers stop."""
-        await self.record.drain(cancel=True)
+        """The loop ends: a write still on its way gets a few seconds to end (then it is stopped), its
+        Events a few seconds to be posted; its watchers stop."""
+        self._log_unwritten(await self.record.drain(within=CLOSE_SECONDS))
         await self.announcer.close()
         watch = self.runtime.watches.pop(self.uid, None)
         if watch is not None:
             await watch.close()
+
+    def _log_unwritten(self, error: BaseException | None) -> None:
+        if error is not None:
+            self.logger.warning("the loop's last record was not written (%s): the next loop's look sees again what"
+                                " it said", self.runtime.scrub(f"{type(error).__name__}: {error}"))
 
     async def stall(self, reason: Reason, message: str) -> None:
         """`Stalled=True` on what is recorded; if even that cannot be written, at least the Event."""
@@ -221,8 +227,10 @@ class Plan:
             if self.record.failed():  # a write behind the last turn failed: deal with it before a look
                 await self.record.settled()
             return await self._turn()
-        except BaseException:
-            await self.record.drain()
+        except Exception as exc:
+            behind = await self.record.drain()
+            if isinstance(behind, ConflictError | LeadershipLost) and behind is not exc:
+                raise behind from exc  # the plan was written by someone else, or is no longer ours: that first
             raise
 
     async def _turn(self) -> tuple[tuple[Action, ...], float | None]:

@@ -12,7 +12,6 @@ written. The loop checks that it still leads before each write (`fence`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -92,7 +91,7 @@ class StatusRecord:
         `passed`: the statuses the turn went through, whose phase changes are announced too, after those of
         the records left for this write (`deferred`), which it takes along."""
         await self.settled()
-        await self._send(self._take(passed), self.status, fence, urgent)
+        await self._send(self._take(passed), self.status, self.decided_on, fence, urgent)
 
     def write_behind(self, passed: tuple[UpgradePlanStatus, ...] = (), urgent: bool = False) -> None:
         """Start writing this record and go on: the next look needs nothing from the answer. Writes go out
@@ -100,30 +99,40 @@ class StatusRecord:
         one first, and fails with it: nothing is asked of the estate before what came before is recorded."""
         passed, sent, before = self._take(passed), self.status, self.pending
         self.sending = sent
-        self.pending = asyncio.get_running_loop().create_task(self._after(before, passed, sent, urgent),
-                                                              name=f"status write {self.namespace}/{self.name}")
+        write = self._after(before, passed, sent, self.decided_on, urgent)
+        self.pending = asyncio.get_running_loop().create_task(write, name=f"status write {self.namespace}/{self.name}")
 
     async def settled(self) -> None:
-        """The writes started behind the turns, done; the first error among them is raised here."""
-        task, self.pending, self.sending = self.pending, None, None
-        if task is not None:
-            await task
+        """The writes started behind the turns, done; the first error among them is raised here, and
+        again until the loop deals with it (`drain`): `failed()` stays True meanwhile. Waiting here never
+        cancels the write, even if the waiter is cancelled."""
+        task = self.pending
+        if task is None:
+            return
+        await asyncio.wait({task})
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
+        self.pending = self.sending = None
 
     def failed(self) -> bool:
         """A write started behind the turn has failed (`settled` raises its error)."""
         task = self.pending
         return task is not None and task.done() and not task.cancelled() and task.exception() is not None
 
-    async def drain(self, cancel: bool = False) -> None:
-        """After a failed turn, or when the loop ends (`cancel`): the writes behind it done, or stopped;
-        their errors dropped (the turn's own error, or the next loop's look, deals with what they left)."""
-        task, self.pending, self.sending = self.pending, None, None
+    async def drain(self, within: float | None = None) -> BaseException | None:
+        """After a failed turn, or when the loop ends: the writes behind the turns done (given at most
+        `within` seconds, then stopped); returns the error they ended with, for the caller to deal with
+        or to log (the next loop's look sees again what they did not write). A cancellation of the caller
+        is not swallowed, and does not cancel the write."""
+        task = self.pending
         if task is None:
-            return
-        if cancel:
+            return None
+        await asyncio.wait({task}, timeout=within)
+        self.pending = self.sending = None
+        if not task.done():
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+            return None
+        return None if task.cancelled() else task.exception()
 
     def _take(self, passed: tuple[UpgradePlanStatus, ...]) -> tuple[UpgradePlanStatus, ...]:
         """The records left for the next write go with this one (if it fails, what they said is still in
@@ -132,14 +141,15 @@ class StatusRecord:
         return passed
 
     async def _after(self, before: asyncio.Task[None] | None, passed: tuple[UpgradePlanStatus, ...],
-                     sent: UpgradePlanStatus, urgent: bool) -> None:
+                     sent: UpgradePlanStatus, decided: tuple[Any, ...], urgent: bool) -> None:
         if before is not None:
             await before
-        await self._send(passed, sent, False, urgent)
+        await self._send(passed, sent, decided, False, urgent)
 
-    async def _send(self, passed: tuple[UpgradePlanStatus, ...], sent: UpgradePlanStatus, fence: bool,
-                    urgent: bool) -> None:
-        """One write of `sent` (the status as it was when the write was asked for)."""
+    async def _send(self, passed: tuple[UpgradePlanStatus, ...], sent: UpgradePlanStatus, decided: tuple[Any, ...],
+                    fence: bool, urgent: bool) -> None:
+        """One write of `sent` (the status as it was when the write was asked for, by a turn that decided
+        on the spec and approval `decided`)."""
         ops = wire_ops(self.on_server, status_to_wire(sent))
         now = asyncio.get_running_loop().time()
         if not ops:
@@ -155,7 +165,7 @@ class StatusRecord:
             try:
                 res = await self.kube.patch_status_ops(self.namespace, self.name, ops, self.resource_version)
             except ConflictError:
-                if not await self._written_since_by_metadata_only():
+                if not await self._written_since_by_metadata_only(decided):
                     raise
                 ops = wire_ops(self.on_server, status_to_wire(sent))
                 res = await self.kube.patch_status_ops(self.namespace, self.name, ops, self.resource_version)
@@ -211,14 +221,14 @@ class StatusRecord:
             return False
         return True
 
-    async def _written_since_by_metadata_only(self) -> bool:
+    async def _written_since_by_metadata_only(self, decided: tuple[Any, ...]) -> bool:
         """After a 409: whether the plan was written since only in what this turn did not decide on (kopf's
         annotations, a label): its status as last written, its generation and approval as decided on. Then
         the write is made again at the new version (True); else the loop re-reads and decides again."""
         fresh = await self.kube.get_plan(self.namespace, self.name)
         meta = fresh.get("metadata") or {}
         status = fresh.get("status")
-        if decided_on(fresh) != self.decided_on or (status is None) != (self.on_server is None):
+        if decided_on(fresh) != decided or (status is None) != (self.on_server is None):
             return False
         if status_ops(self.written, parse_status(plain_dict(status))):
             return False
