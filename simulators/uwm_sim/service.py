@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -181,10 +180,9 @@ class ServerRuntime:
         overdue = snap.now >= (me.install_started or 0.0) + me.install_seconds
         return bool(me.installing and me.install_fault != "hang" and overdue and me.install_target)
 
-    async def snapshot(self, executor: Executor | None = None) -> Snapshot:
-        """The server as of now (an install that is due completes first), read on `executor`'s threads
-        (None: the default ones, which the requests use)."""
-        return await asyncio.get_running_loop().run_in_executor(executor, self.snapshot_completed_sync)
+    async def snapshot(self) -> Snapshot:
+        """The server as of now (an install that is due completes first)."""
+        return await asyncio.to_thread(self.snapshot_completed_sync)
 
     def snapshot_completed_sync(self) -> Snapshot:
         """`snapshot_sync`, after completing an install that is due: on one thread, in one go (the

@@ -23,8 +23,7 @@ A waiting request looks on threads of its own (`RECHECK_THREADS`), never on thos
 change can wake hundreds (a master's install wakes its group's subscribers, a schema step every server of
 the database), and their looks queued on the default threads held up every request behind them, the
 operator's included (a 200-server fleet answered a portal read in 0.6 s). The looks that one change woke
-are read together (`Looks`: the rows in one statement, each database and each group's master once), and
-the server the change is about is woken first.
+are read together (`Looks`: the rows in one statement, each database and each group's master once).
 """
 
 from __future__ import annotations
@@ -151,8 +150,6 @@ class Changes:
     def _wake(self, entries: list[Any]) -> None:
         with self._lock:
             waiters = list(self._waiters)
-        changed = {getattr(e, "server", None) for e in entries}
-        waiters.sort(key=lambda w: w.server not in changed)  # the server the change is about looks first
         for waiter in waiters:
             if any(waiter.affected_by(e) for e in entries):
                 waiter.event.set()

@@ -20,7 +20,6 @@ import pytest
 from engine_fakes import FakeKube, LoopHarness, Turns
 
 from uwm_upgrade.adapters.kube import ConflictError, KubeError
-from uwm_upgrade.core.enums import Phase
 from uwm_upgrade.core.models import parse_status
 from uwm_upgrade.core.observations import TransientError, Where
 from uwm_upgrade.engine import reconciler
@@ -92,8 +91,15 @@ async def test_a_loop_that_stops_lets_the_write_behind_its_last_turn_end(monkeyp
     h = LoopHarness(monkeypatch)
     h.kube.patch_seconds = 0.05
     _looking_at_once(h, monkeypatch)
-    # stopped between two turns while a write behind the last one is on its way to the API server
-    await h.run(400, until=lambda: h.kube.patching > 0 and bool(h.effects))
+    stopped = {"with a write on its way": False}
+
+    def until() -> bool:  # stopped between two turns while a write behind the last one is on its way
+        if h.kube.patching > 0 and bool(h.effects):
+            stopped["with a write on its way"] = True
+        return stopped["with a write on its way"]
+
+    await h.run(400, until=until)
+    assert stopped["with a write on its way"], h.kube.log
     assert "patch-cancelled" not in h.kube.log, h.kube.log  # it was let through,
     assert h.kube.log[-1].startswith("patch@"), h.kube.log  # and it was the loop's last word
 
@@ -104,7 +110,7 @@ def _record() -> tuple[FakeKube, StatusRecord]:
                                          "resourceVersion": "1", "annotations": {"upgrade.uwm.io/approve": "yes"}},
                             "spec": {}, "status": {"phase": "Pending"}}
     kube = FakeKube(copy.deepcopy(body))
-    record = StatusRecord(kube, body, Announcer(kube, body), lambda: None, [p.value for p in Phase])  # type: ignore[arg-type]
+    record = StatusRecord(kube, body, Announcer(kube, body), lambda: None)  # type: ignore[arg-type]
     return kube, record
 
 

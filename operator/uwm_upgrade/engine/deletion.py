@@ -21,9 +21,8 @@ from ..core.observations import redact
 from ..core.teardown import needs_teardown, pending_work
 from . import metrics
 from .observe import observe
-from .reconciler import PHASES
 from .runtime import Runtime, estate_for, utcnow
-from .status_record import plain_dict
+from .status_record import PHASES, plain_dict
 from .teardown import MustWaitError, restore
 
 LOOP_STOP_POLL_SECONDS = 0.5

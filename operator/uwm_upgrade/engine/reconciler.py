@@ -67,6 +67,7 @@ from .overlap import competing_plans
 from .runtime import Runtime, reach, time_zone, utcnow
 from .status_record import (
     APPROVE_ANNOTATION,
+    PHASES,
     StatusRecord,
     StatusWriteRefusedError,
     decided_on,
@@ -75,7 +76,6 @@ from .status_record import (
 from .timers import Backoff, StepTimers
 from .watch import EstateWatch
 
-PHASES = [p.value for p in Phase]
 OVER_SECONDS = 300.0  # a plan that is over: look again this often, or as soon as its spec changes
 OBSERVE_SECONDS = 120.0  # one pass over the estate (each call has its own, shorter, timeout)
 KUBE_BACKOFF_CAP = 5.0  # the API server unreachable: look again often, the outage costs little more than itself
@@ -115,7 +115,7 @@ class Plan:
         self.timers = runtime.timers.setdefault(self.uid, StepTimers())
         self.watch = runtime.watches.setdefault(self.uid, EstateWatch())
         self.announcer = Announcer(runtime.kube, body)
-        self.record = StatusRecord(runtime.kube, body, self.announcer, self.fence, PHASES)
+        self.record = StatusRecord(runtime.kube, body, self.announcer, self.fence)
         self.observed_gaps = False
         self.turn_seconds = 0.0  # how long the last turn took (observe, decide, write, act, write)
 

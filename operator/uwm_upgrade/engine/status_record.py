@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..adapters.kube import ConflictError, Kube, KubeError
-from ..core.enums import TERMINAL_PHASES
+from ..core.enums import TERMINAL_PHASES, Phase
 from ..core.models import UpgradePlanStatus, parse_status, status_to_wire
 from ..core.stalls import stall_event
 from ..core.turn import events_between
@@ -28,6 +28,7 @@ from .announce import Announcer
 WORDING_SECONDS = 10.0  # a change of wording only waits at most this long for the next write
 DEFER_SECONDS = 2.0  # a record waits for the next turn's write at most this long
 APPROVE_ANNOTATION = "upgrade.uwm.io/approve"
+PHASES = [p.value for p in Phase]  # the phase metric's labels
 
 
 class StatusWriteRefusedError(KubeError):
@@ -44,15 +45,13 @@ class StatusRecord:
     """The plan's status as this loop last wrote it (and at which resourceVersion), the status its turns
     made since (`status`), and the records left for the next write."""
 
-    def __init__(self, kube: Kube, body: Mapping[str, Any], announcer: Announcer, fence: Callable[[], None],
-                 phases: list[str]) -> None:
+    def __init__(self, kube: Kube, body: Mapping[str, Any], announcer: Announcer, fence: Callable[[], None]) -> None:
         meta = body["metadata"]
         self.kube = kube
         self.namespace: str = meta["namespace"]
         self.name: str = meta["name"]
         self.announcer = announcer
         self.fence = fence  # raises unless this process leads the plan's namespace right now
-        self.phases = phases
         self.written = parse_status(plain_dict(body.get("status")))
         self.status = self.written
         # the status as the API server holds it, in its wire form (None: none yet; the first write adds it
@@ -246,7 +245,7 @@ class StatusRecord:
                 if seconds is not None:
                     metrics.STEP_SECONDS.labels(ended.name.value).observe(seconds)
             if event.phase is not None:
-                metrics.set_phase(self.namespace, self.name, event.phase.value, self.phases)
+                metrics.set_phase(self.namespace, self.name, event.phase.value, PHASES)
         stall = stall_event(old, new)
         if stall is not None:
             self.stall_note = stall.note
