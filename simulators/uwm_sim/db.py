@@ -134,6 +134,20 @@ def after_commit(cur: Any, items: list[Any]) -> None:
         _PENDING.setdefault(id(conn), []).extend(items)
 
 
+def pending_count(conn: Any) -> int:
+    """How many items the open transaction of `conn` will announce so far (a savepoint's mark)."""
+    with _PENDING_LOCK:
+        return len(_PENDING.get(id(conn), ()))
+
+
+def drop_pending_since(conn: Any, mark: int) -> None:
+    """Forget what was added after `mark`: rolled back to a savepoint, it will never be committed."""
+    with _PENDING_LOCK:
+        items = _PENDING.get(id(conn))
+        if items is not None:
+            del items[mark:]
+
+
 def _take_pending(conn: Any) -> list[Any]:
     with _PENDING_LOCK:
         return _PENDING.pop(id(conn), [])

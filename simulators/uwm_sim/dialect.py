@@ -68,6 +68,16 @@ class Dialect:
     def select_page(self, columns: str, table: str, where: str, order_by: str, limit: int) -> str:
         raise NotImplementedError
 
+    def savepoint(self, name: str) -> str:
+        return f"SAVEPOINT {ident(name)}"
+
+    def rollback_to_savepoint(self, name: str) -> str:
+        return f"ROLLBACK TO SAVEPOINT {ident(name)}"
+
+    def release_savepoint(self, name: str) -> str | None:
+        """The statement that lets a savepoint go, None when there is none to run."""
+        return f"RELEASE SAVEPOINT {ident(name)}"
+
     def list_tables(self, prefix: str) -> str:
         raise NotImplementedError
 
@@ -123,6 +133,15 @@ class SqlServerDialect(Dialect):
 
     def table_lock(self, table: str) -> str:
         return f"SELECT COUNT(*) FROM {ident(table)} WITH (TABLOCKX, HOLDLOCK)"
+
+    def savepoint(self, name: str) -> str:
+        return f"SAVE TRANSACTION {ident(name)}"
+
+    def rollback_to_savepoint(self, name: str) -> str:
+        return f"ROLLBACK TRANSACTION {ident(name)}"
+
+    def release_savepoint(self, name: str) -> str | None:
+        return None  # T-SQL keeps savepoints until the transaction ends; saving one again replaces it
 
     def select_page(self, columns: str, table: str, where: str, order_by: str, limit: int) -> str:
         return f"SELECT TOP ({int(limit)}) {columns} FROM {ident(table)} WHERE {where} ORDER BY {order_by}"

@@ -127,6 +127,16 @@ class ServerState:
 
 
 @dataclass(frozen=True)
+class GroupMember:
+    """What enabling replication reads of each member of the group (`store.group_members`)."""
+
+    name: str
+    database: str
+    version: str
+    installing: bool
+
+
+@dataclass(frozen=True)
 class DatabaseState:
     """A UWM database's schema version and schema-lock holder (None when unreachable)."""
 
@@ -270,7 +280,7 @@ def _check_database_first(me: ServerState, target: str, catalog: Catalog, same_d
                                            "its release")
 
 
-def check_replication(me: ServerState, enabled: bool, group: Sequence[ServerState],
+def check_replication(me: ServerState, enabled: bool, group: Sequence[GroupMember | ServerState],
                       databases: Sequence[DatabaseState] = ()) -> None:
     """`databases`: the databases of the group's members (a schema lock there forbids enabling)."""
     if not me.replicated:

@@ -151,11 +151,13 @@ async def crash(rt: ServerRuntime, seconds: float) -> None:
         await rt.site.stop()
     await save(rt, lambda cur: rt.journal(cur, "crash", OK, downSeconds=seconds))
     await asyncio.sleep(seconds)
-    if rt.site is not None:
-        await rt.site.start()
-    rt.down = False
 
     def restarted(cur: Any) -> None:
         store.update_server(cur, rt.name, started_at=time.time())
         rt.journal(cur, "restart", OK)
+    # journalled (and its start time set) before it listens again: nothing answers from a restarted
+    # server that its journal does not show restarted yet
     await save(rt, restarted)
+    if rt.site is not None:
+        await rt.site.start()
+    rt.down = False

@@ -35,9 +35,10 @@ from .estate import (
     updates_required,
 )
 from .faults import Fault, FaultSet
+from .group_commit import GroupCommit
 from .guards import AuthJournal
 from .journal import FAILED, OK, REFUSED, Entry, append, iso
-from .watch import Changes, state_version
+from .watch import Changes, Looks, state_version
 
 T = TypeVar("T")
 log = logging.getLogger("uwm_sim")
@@ -52,6 +53,9 @@ class Estate:
     state: Database
     databases: dict[str, Database]
     changes: Changes | None = None  # who long-polls which server's state (`watch.py`)
+    together: GroupCommit = field(default_factory=GroupCommit)  # the agent's changes (`group_commit.py`)
+    # the looks of requests answered at once, read together (`watch.Looks`)
+    looks: Looks = field(default_factory=lambda: Looks(on_request_threads=True))
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,11 @@ class ServerRuntime:
             store.lock_estate(cur, self.estate.state.dialect)
             return work(cur, self.db_state_sync())
 
+    async def change(self, work: Callable[[Any, DatabaseState], T]) -> T:
+        """`locked_tx(work)`, together with the other changes asked meanwhile (`group_commit.py`); `work`
+        must not touch a UWM database."""
+        return await self.estate.together.run(self, work)
+
     def journal(self, cur: Any, op: str, outcome: str = OK, **detail: Any) -> None:
         append(cur, self.estate.state.dialect, [Entry(self.name, self.cfg.database, op, outcome, detail)])
 
@@ -181,8 +190,10 @@ class ServerRuntime:
         return bool(me.installing and me.install_fault != "hang" and overdue and me.install_target)
 
     async def snapshot(self) -> Snapshot:
-        """The server as of now (an install that is due completes first)."""
-        return await asyncio.to_thread(self.snapshot_completed_sync)
+        """The server as of now (an install that is due completes first), read together with the looks of
+        the other servers asked meanwhile (`watch.Looks`): the answers to a wave of 50 installs, or to the
+        status pages of a pool, were each a transaction of three statements and a read of the database."""
+        return await self.estate.looks.look(self)
 
     def snapshot_completed_sync(self) -> Snapshot:
         """`snapshot_sync`, after completing an install that is due: on one thread, in one go (the
@@ -256,12 +267,12 @@ class ServerRuntime:
         version = body.get("version") if isinstance(body, dict) else None
         if not isinstance(version, str) or not version:
             return Outcome(400, {"error": "version: a release name (string) is required"})
-        outcome, seconds = await asyncio.to_thread(self._install_sync, version)
+        outcome, seconds = await self.change(self._install_work(version))
         if seconds is not None:
             self.spawn(self.finish_install_later(version, seconds))
         return await self.with_state(outcome)
 
-    def _install_sync(self, version: str) -> tuple[Outcome, float | None]:
+    def _install_work(self, version: str) -> Callable[[Any, DatabaseState], tuple[Outcome, float | None]]:
         def work(cur: Any, db: DatabaseState) -> tuple[Outcome, float | None]:
             me = self.me(cur)
             same_db, replicated = self.database_peers(cur, me)
@@ -292,14 +303,17 @@ class ServerRuntime:
             self.journal(cur, "install", OK, fault=kind, jump=self.estate.catalog.jump(me.version, version),
                          **{"from": me.version, "to": version})
             return Outcome(202, {"accepted": True}), seconds
-        return self.locked_tx(work)
+        return work
 
     async def finish_install_later(self, version: str, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
-        await asyncio.to_thread(self.complete_install_sync, version)
+        await self.change(self._complete_install_work(version))
 
     def complete_install_sync(self, version: str) -> bool:
         """Finish the install of `version` if it is due (idempotent: safe from a task and from a reader)."""
+        return self.locked_tx(self._complete_install_work(version))
+
+    def _complete_install_work(self, version: str) -> Callable[[Any, DatabaseState], bool]:
         def work(cur: Any, db: DatabaseState) -> bool:
             me = self.me(cur)
             now = time.time()
@@ -316,7 +330,7 @@ class ServerRuntime:
                                     install_fault=None)
                 self.journal(cur, "install-complete", OK, **{"from": me.version, "to": version})
             return True
-        return self.locked_tx(work)
+        return work
 
     # -- replication and rotation -------------------------------------------------------------------
     async def set_replication(self, body: Any) -> Outcome:
@@ -328,7 +342,7 @@ class ServerRuntime:
             me = self.me(cur)
             # the group's releases and installs decide whether replication may be enabled; disabling is
             # always allowed (to a server with a role), so it reads none of them
-            group = store.list_servers(cur, group=me.repl_group) if me.replicated and enabled else []
+            group = store.group_members(cur, me.repl_group) if me.replicated and enabled else []
             databases = [db if name == db.name else self.db_state_sync(name)
                          for name in sorted({s.database for s in group} | {db.name})] if enabled else []
             try:
@@ -340,7 +354,7 @@ class ServerRuntime:
             self.journal(cur, "replication", OK, enabled=enabled, changed=me.repl_enabled != enabled,
                          group=me.repl_group, role=me.repl_role)
             return Outcome(200)
-        return await self.with_state(await asyncio.to_thread(self.locked_tx, work))
+        return await self.with_state(await self.change(work))
 
     async def set_rotation(self, body: Any) -> Outcome:
         wanted = body.get("inRotation") if isinstance(body, dict) else None
@@ -357,7 +371,7 @@ class ServerRuntime:
             store.update_server(cur, self.name, in_rotation=wanted)
             self.journal(cur, "rotation", OK, inRotation=wanted, changed=me.in_rotation != wanted)
             return Outcome(200)
-        outcome = await asyncio.to_thread(self.locked_tx, work)
+        outcome = await self.change(work)
         if outcome.status == 200:
             self.in_rotation, self.rotation_changed_at = wanted, time.time()
         return await self.with_state(outcome)

@@ -86,9 +86,11 @@ class _Waiter:
 
 class Looks:
     """The looks of waiting requests, gathered while the event loop runs what woke them and read together
-    (`service.snapshots_together`) on the re-check threads."""
+    (`service.snapshots_together`) on the re-check threads; `on_request_threads`: those of the requests that
+    look at once (every answer after a change, the status pages), read together on the requests' threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_request_threads: bool = False) -> None:
+        self._on_request_threads = on_request_threads
         self._asked: dict[str, tuple[ServerRuntime, list[asyncio.Future[Snapshot]]]] = {}
         self._reads: set[asyncio.Task[None]] = set()
 
@@ -112,7 +114,7 @@ class Looks:
         runtimes = [rt for rt, _ in asked.values()]
         try:
             found: dict[str, Snapshot | Exception] = await asyncio.get_running_loop().run_in_executor(
-                rechecks(), snapshots_together, runtimes)
+                None if self._on_request_threads else rechecks(), snapshots_together, runtimes)
         except Exception as exc:  # each look raises what its own read would have
             found = {name: exc for name in asked}
         for name, (_, futures) in asked.items():

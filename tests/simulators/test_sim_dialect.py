@@ -36,6 +36,15 @@ def test_drop_lock_page_list() -> None:
     assert MS.list_tables("uwm_") == "SELECT name FROM sys.tables WHERE name LIKE 'uwm_%'"
 
 
+def test_savepoints() -> None:
+    assert (PG.savepoint("sp"), PG.rollback_to_savepoint("sp"), PG.release_savepoint("sp")) == (
+        "SAVEPOINT sp", "ROLLBACK TO SAVEPOINT sp", "RELEASE SAVEPOINT sp")
+    assert (MS.savepoint("sp"), MS.rollback_to_savepoint("sp"), MS.release_savepoint("sp")) == (
+        "SAVE TRANSACTION sp", "ROLLBACK TRANSACTION sp", None)
+    with pytest.raises(ValueError, match="not a plain SQL identifier"):
+        PG.savepoint("sp; DROP TABLE t")
+
+
 def test_contract_tables_in_both_dialects() -> None:
     assert PG.create_table("uwm_schema_info", UWM_TABLES["uwm_schema_info"]) == (
         "CREATE TABLE IF NOT EXISTS uwm_schema_info (id INTEGER PRIMARY KEY, schema_version VARCHAR(64), "

@@ -148,8 +148,9 @@ async def test_a_request_is_answered_while_the_long_polls_a_change_woke_look_aga
 
         def snapshots(runtimes: list[Any]) -> Any:  # ps-2's polls' looks, slow once `slow` is set
             nonlocal looks
-            looks += sum(rt.name == "ps-2" for rt in runtimes)
-            if slow.is_set():
+            mine = sum(rt.name == "ps-2" for rt in runtimes)
+            looks += mine
+            if slow.is_set() and mine:  # (the requests' own looks are read together too, apart)
                 looking.set()
                 time.sleep(1.5)
             return real(runtimes)
@@ -196,3 +197,23 @@ async def test_looks_read_together_read_what_each_look_reads_alone(estate: Calla
             assert (seen.me, seen.db, seen.masters, seen.portal, seen.clients) == \
                 (alone.me, alone.db, alone.masters, alone.portal, alone.clients), rt.name
         assert together["ps-2"].me.repl_enabled is False and together["ps-2"].masters  # a subscriber: its master
+
+
+@pytest.mark.integration
+async def test_the_looks_of_requests_asked_together_are_read_together(
+        estate: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answers after a wave of changes, or a pool's status pages, look at once: one read for all of
+    them (`ServerRuntime.snapshot` through the estate's `Looks`), each getting its own server's state."""
+    async with running_fleet(estate(caughtUpSeconds=0.2)) as fleet:
+        real = uwm_sim.service.snapshots_together
+        reads: list[list[str]] = []
+
+        def snapshots(runtimes: list[Any]) -> Any:
+            reads.append(sorted(rt.name for rt in runtimes))
+            return real(runtimes)
+
+        monkeypatch.setattr(uwm_sim.service, "snapshots_together", snapshots)
+        runtimes = list(fleet.runtimes.values())
+        seen = await asyncio.gather(*(rt.snapshot() for rt in runtimes))
+        assert reads == [sorted(rt.name for rt in runtimes)]
+        assert [s.me.name for s in seen] == [rt.name for rt in runtimes]

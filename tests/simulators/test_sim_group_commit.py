@@ -1,0 +1,125 @@
+"""The agent's changes asked meanwhile run in one transaction (`uwm_sim.group_commit`): each as if it had
+had the estate lock alone, in arrival order; one that raises is undone alone; the rules still refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from uwm_sim import store
+from uwm_sim.fleet import RunningFleet, running_fleet
+from uwm_sim.journal import OK
+from uwm_sim.service import ServerRuntime
+
+from sim_helpers import big_fleet
+
+pytest_plugins = ["sim_fixtures"]
+
+pytestmark = pytest.mark.integration
+
+
+async def _held_open(fleet: RunningFleet, queued: int) -> tuple[threading.Event, asyncio.Future[Any]]:
+    """A first change that waits for `release` inside its transaction, so the next `queued` changes asked
+    all wait for it and then run together; returns once it holds the lock."""
+    rt = next(iter(fleet.runtimes.values()))
+    holding, release = threading.Event(), threading.Event()
+
+    def first(cur: Any, db: Any) -> str:
+        holding.set()
+        assert release.wait(30)
+        return "first"
+    held = asyncio.ensure_future(rt.change(first))
+    assert await asyncio.to_thread(holding.wait, 30)
+    return release, held
+
+
+async def _queued(rt: ServerRuntime, n: int) -> None:
+    deadline = time.monotonic() + 30
+    while rt.estate.together.waiting < n:  # waits for the state the test needs
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+
+
+async def test_changes_asked_meanwhile_run_together_in_arrival_order(make_db: Callable[[], str]) -> None:
+    cfg = big_fleet(make_db(), make_db(), make_db(), servers=40)
+    async with running_fleet(cfg) as fleet:
+        subscribers = [n for n in fleet.runtimes if n.startswith("ps-") and int(n[3:]) % 5]
+        rt = fleet.runtimes[subscribers[0]]
+        together = rt.estate.together
+        release, held = await _held_open(fleet, len(subscribers))
+        before = together.transactions
+        asked = [asyncio.ensure_future(fleet.runtimes[n].set_replication({"enabled": False})) for n in subscribers]
+        await _queued(rt, len(subscribers))
+        release.set()
+        assert await held == "first"
+        outcomes = await asyncio.gather(*asked)
+        assert [o.status for o in outcomes] == [200] * len(subscribers)
+        assert all(o.body["state"]["replication"]["enabled"] is False for o in outcomes)
+        assert together.transactions == before + 1  # every one of them in one transaction
+
+        events = [e for e in await fleet.journal() if e.op == "replication"]
+        assert [e.server for e in events] == subscribers  # in the order they were asked
+        assert all(e.outcome == OK and e.detail["changed"] is True for e in events)
+
+
+async def test_each_sees_the_ones_before_it_and_one_that_raises_is_undone_alone(
+        make_db: Callable[[], str]) -> None:
+    cfg = big_fleet(make_db(), make_db(), make_db(), servers=20)
+    async with running_fleet(cfg) as fleet:
+        a, b, c = (fleet.runtimes[n] for n in ("ms-000", "ms-001", "ms-002"))
+
+        def take_out(cur: Any, db: Any) -> None:
+            store.update_server(cur, a.name, in_rotation=False)
+            a.journal(cur, "rotation", OK, inRotation=False, changed=True)
+
+        def fail_after_writing(cur: Any, db: Any) -> None:
+            store.update_server(cur, b.name, in_rotation=False)
+            b.journal(cur, "rotation", OK, inRotation=False, changed=True)
+            raise ValueError("this change fails after its writes")
+
+        def read_both(cur: Any, db: Any) -> tuple[bool, bool]:
+            seen_a, seen_b = store.get_server(cur, a.name), store.get_server(cur, b.name)
+            assert seen_a is not None and seen_b is not None
+            return seen_a.in_rotation, seen_b.in_rotation
+
+        release, held = await _held_open(fleet, 3)
+        asked = [asyncio.ensure_future(a.change(take_out)), asyncio.ensure_future(b.change(fail_after_writing)),
+                 asyncio.ensure_future(c.change(read_both))]
+        await _queued(a, 3)
+        release.set()
+        await held
+        done = await asyncio.gather(*asked, return_exceptions=True)
+        assert done[0] is None
+        assert isinstance(done[1], ValueError) and "fails after its writes" in str(done[1])
+        assert done[2] == (False, True)  # a's write seen; b's undone before c ran
+
+        rotations = [e.server for e in await fleet.journal() if e.op == "rotation"]
+        assert rotations == [a.name]  # b's entry went with its savepoint
+        state_a, state_b = await asyncio.gather(a.state(), b.state())
+        assert state_a["rotation"]["inRotation"] is False and state_b["rotation"]["inRotation"] is True
+
+
+async def test_the_rules_still_refuse_a_change_the_ones_before_it_made_unsafe(
+        make_db: Callable[[], str]) -> None:
+    """Within one transaction the guide's rules judge each change on what the ones before it wrote: a
+    subscriber's install asked right after its group's replication is enabled again is refused."""
+    cfg = big_fleet(make_db(), make_db(), make_db(), servers=20)
+    async with running_fleet(cfg) as fleet:
+        sub = fleet.runtimes["ps-001"]
+        group = [fleet.runtimes[n] for n in ("ps-000", "ps-001", "ps-002", "ps-003", "ps-004")]
+        for rt in group:
+            assert (await rt.set_replication({"enabled": False})).status == 200
+        release, held = await _held_open(fleet, 2)
+        asked = [asyncio.ensure_future(sub.set_replication({"enabled": True})),
+                 asyncio.ensure_future(sub.install({"version": "2022.1"}))]
+        await _queued(sub, 2)
+        release.set()
+        await held
+        enabled, install = await asyncio.gather(*asked)
+        assert enabled.status == 200
+        assert install.status == 409 and install.body["rule"] == "replication-enabled"
