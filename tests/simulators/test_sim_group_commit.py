@@ -123,3 +123,24 @@ async def test_the_rules_still_refuse_a_change_the_ones_before_it_made_unsafe(
         enabled, install = await asyncio.gather(*asked)
         assert enabled.status == 200
         assert install.status == 409 and install.body["rule"] == "replication-enabled"
+
+
+async def test_a_failure_of_the_drain_itself_fails_its_changes_and_the_next_ones_still_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No database: `_run` itself breaks once (a bug), so its asker gets the error instead of waiting
+    forever, and the changes asked afterwards are run by a new drain."""
+    from uwm_sim.group_commit import GroupCommit
+
+    together = GroupCommit()
+    broken = [True]
+
+    def run(self: GroupCommit, batch: list[Any]) -> None:
+        if broken.pop() if broken else False:
+            raise RuntimeError("the drain broke")
+        for change in batch:  # stands in for the transaction: each change's work on no cursor
+            change.future.get_loop().call_soon_threadsafe(change.future.set_result, change.work(None, None))
+    monkeypatch.setattr(GroupCommit, "_run", run)
+    rt: Any = object()
+    with pytest.raises(RuntimeError, match="the drain broke"):
+        await asyncio.wait_for(together.run(rt, lambda cur, db: "first"), 10)
+    assert await asyncio.wait_for(together.run(rt, lambda cur, db: "second"), 10) == "second"
