@@ -156,8 +156,10 @@ async def crash(rt: ServerRuntime, seconds: float) -> None:
         store.update_server(cur, rt.name, started_at=time.time())
         rt.journal(cur, "restart", OK)
     # journalled (and its start time set) before it listens again: nothing answers from a restarted
-    # server that its journal does not show restarted yet
-    await save(rt, restarted)
-    if rt.site is not None:
-        await rt.site.start()
-    rt.down = False
+    # server that its journal does not show restarted yet; it listens again even if that write fails
+    try:
+        await save(rt, restarted)
+    finally:
+        if rt.site is not None:
+            await rt.site.start()
+        rt.down = False

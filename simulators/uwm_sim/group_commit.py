@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 log = logging.getLogger("uwm_sim")
-MAX_TOGETHER = 100  # changes in one transaction at most (the estate lock is held while they run)
+# changes in one transaction at most (the estate lock is held while they run); PostgreSQL caches 64
+# subtransactions (savepoints) per transaction in every other session's snapshots, beyond which they slow
+MAX_TOGETHER = 64
 SAVEPOINT = "uwm_sim_change"
 
 
@@ -68,7 +70,14 @@ class GroupCommit:
             self._queue.append(change)
             start, self._running = not self._running, True
         if start:
-            loop.run_in_executor(None, self._drain)
+            try:
+                loop.run_in_executor(None, self._drain)
+            except BaseException as exc:  # no thread to drain (the loop shutting down): none waits forever
+                with self._lock:
+                    stranded, self._queue, self._running = self._queue, [], False
+                for queued in stranded:
+                    _answer(queued, None, exc)
+                raise
         # shielded: the change runs whether or not its asker still waits (as a thread of `to_thread` would)
         return await asyncio.shield(change.future)
 

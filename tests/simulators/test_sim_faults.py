@@ -95,6 +95,29 @@ async def test_crash_and_restart(small: Callable[..., dict[str, Any]]) -> None:
         assert ops[-3:] == ["fault", "crash", "restart"]
 
 
+async def test_a_crashed_server_listens_again_even_if_its_restart_cannot_be_journalled(
+        small: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The restart is journalled before the server listens again; a state database that fails that write
+    loses the entry (as it would any), never the server: it comes back all the same."""
+    import uwm_sim.fault_ops
+    from uwm_sim.db import DatabaseError
+
+    real, saves = uwm_sim.fault_ops.save, []
+
+    async def save(rt: Any, fn: Callable[[Any], None]) -> None:
+        saves.append(fn.__name__)
+        if fn.__name__ == "restarted":  # the fault's and the crash's writes go through, the restart's not
+            raise DatabaseError("database state: the connection was lost")
+        await real(rt, fn)
+    monkeypatch.setattr(uwm_sim.fault_ops, "save", save)
+    async with running_fleet(small()) as fleet, fleet.client("ms-2") as c:
+        assert (await c.fault("crash", delay_ms=500)).status == 200
+        url = fleet.servers["ms-2"].status_url
+        assert await wait_for(lambda: _try_status(url), lambda s: s == 0, within=5) == 0, "down: no answer"
+        assert await wait_for(lambda: _try_status(url), lambda s: s == 200, within=10) == 200
+        assert "restarted" in saves
+
+
 async def _try_status(url: str) -> int:
     try:
         async with aiohttp.ClientSession() as s, s.get(url) as r:

@@ -144,3 +144,30 @@ async def test_a_failure_of_the_drain_itself_fails_its_changes_and_the_next_ones
     with pytest.raises(RuntimeError, match="the drain broke"):
         await asyncio.wait_for(together.run(rt, lambda cur, db: "first"), 10)
     assert await asyncio.wait_for(together.run(rt, lambda cur, db: "second"), 10) == "second"
+
+
+async def test_no_thread_to_drain_fails_the_change_and_leaves_none_stuck() -> None:
+    """The loop's executor shut down (a change asked while a fleet stops): the change fails at once, and
+    once there are threads again the next change runs (the estate is not left "running" with no drain)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from uwm_sim.group_commit import GroupCommit
+
+    together, loop = GroupCommit(), asyncio.get_running_loop()
+    gone = ThreadPoolExecutor(1)
+    gone.shutdown()
+    loop.set_default_executor(gone)
+    rt: Any = object()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        await asyncio.wait_for(together.run(rt, lambda cur, db: "lost"), 10)
+    assert together.waiting == 0
+    fresh = ThreadPoolExecutor(1)
+    loop.set_default_executor(fresh)
+    try:
+        # `_run` itself needs a database: the drain is only checked to start, with a stand-in for it
+        ran = threading.Event()
+        together._run = lambda batch: [ran.set(), *(  # type: ignore[method-assign]
+            c.loop.call_soon_threadsafe(c.future.set_result, "ran") for c in batch)]
+        assert await asyncio.wait_for(together.run(rt, lambda cur, db: None), 10) == "ran" and ran.is_set()
+    finally:
+        fresh.shutdown(wait=False)
