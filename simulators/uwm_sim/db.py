@@ -153,6 +153,42 @@ def _take_pending(conn: Any) -> list[Any]:
         return _PENDING.pop(id(conn), [])
 
 
+# What to undo outside the database if the open transaction of a connection (or a savepoint of it) is rolled
+# back: a fault taken from a server's memory goes back, since the write that consumed it never happened.
+_UNDO: dict[int, list[Callable[[], None]]] = {}
+
+
+def on_rollback(cur: Any, undo: Callable[[], None]) -> None:
+    """Run `undo` if the transaction of `cur` (or the savepoint it is in) is rolled back."""
+    conn = getattr(cur, "connection", None)
+    if conn is None:
+        return
+    with _PENDING_LOCK:
+        _UNDO.setdefault(id(conn), []).append(undo)
+
+
+def _forget_undo(conn: Any) -> None:
+    with _PENDING_LOCK:
+        _UNDO.pop(id(conn), None)
+
+
+def undo_count(conn: Any) -> int:
+    with _PENDING_LOCK:
+        return len(_UNDO.get(id(conn), ()))
+
+
+def undo_since(conn: Any, mark: int) -> None:
+    """Run (last first) and forget what was registered after `mark`: rolled back to there."""
+    with _PENDING_LOCK:
+        items = _UNDO.get(id(conn), [])
+        undone, items[mark:] = items[mark:], []
+        if not items:
+            _UNDO.pop(id(conn), None)
+    for undo in reversed(undone):
+        with suppress(Exception):
+            undo()
+
+
 class Database:
     """One ODBC database, named as in the fleet file; `call` runs work in a transaction."""
 
@@ -178,7 +214,9 @@ class Database:
                     _take_pending(conn.raw)
                     with suppress(pyodbc.Error):
                         conn.rollback()
+                    undo_since(conn.raw, 0)
                     raise
+                _forget_undo(conn.raw)  # committed: nothing to undo
                 done = _take_pending(conn.raw)
                 if done and self.on_commit is not None:
                     self.on_commit(done)

@@ -141,6 +141,14 @@ class FaultSet:
             self.items.remove(fault)
         return Fault(fault.kind, 1, fault.delay_ms, fault.percent, fault.seed, fault.test)
 
+    def give_back(self, fault: Fault) -> None:
+        """Undo a `take` whose effect was rolled back: its occurrences are pending again."""
+        kept = next((f for f in self.items if f.kind == fault.kind), None)
+        if kept is not None:
+            kept.count += fault.count
+        else:
+            self.items.append(Fault(fault.kind, fault.count, fault.delay_ms, fault.percent, fault.seed, fault.test))
+
     def take_transient(self) -> tuple[Fault | None, bool]:
         """For one agent call: the transient fault that hits it (if any), and whether any draw was made
         (the draws count is then to be saved, hit or not)."""

@@ -95,7 +95,7 @@ def _start(rt: ServerRuntime, cur: Any, db: DatabaseState) -> tuple[Outcome, tup
         refusal = Refusal(RULE_LOCKED, f"database {db.name} was just locked by another server")
         return rt.refused(cur, "schema-migrate", refusal), None
     try:
-        fault, dumped = rt.take_fault("migration-fail")
+        fault, dumped = rt.take_fault("migration-fail", cur)
         store.update_server(cur, rt.name, faults=dumped)
         store.set_portal(cur, db.name, UPGRADING, time.time(), db.schema_version, me.version, me.name)
         rt.journal(cur, "schema-migrate", OK, steps=list(steps), lockHolder=me.name,

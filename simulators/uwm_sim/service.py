@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 from . import clients, store, uwmdb
 from .clients import ClientConfig
 from .config import FleetConfig, ServerConfig
-from .db import Database, DatabaseError
+from .db import Database, DatabaseError, on_rollback
 from .estate import (
     Catalog,
     DatabaseState,
@@ -167,9 +167,19 @@ class ServerRuntime:
     def unregistered(self) -> DatabaseError:
         return DatabaseError(f"server {self.name} is not registered in the estate state yet")
 
-    def take_fault(self, kind: str) -> tuple[Fault | None, str]:
+    def take_fault(self, kind: str, cur: Any = None) -> tuple[Fault | None, str]:
+        """One occurrence of fault `kind` (None: none pending) and the faults left, as saved; taken within
+        the transaction of `cur`, it goes back if that transaction (or its savepoint) is rolled back."""
         with self.fault_lock:
-            return self.faults.take(kind), self.faults.dumps()
+            fault, dumped = self.faults.take(kind), self.faults.dumps()
+        if fault is not None and cur is not None:
+            taken = fault
+            on_rollback(cur, lambda: self._give_back(taken))
+        return fault, dumped
+
+    def _give_back(self, fault: Fault) -> None:
+        with self.fault_lock:
+            self.faults.give_back(fault)
 
     # -- reading -------------------------------------------------------------------------------------
     def snapshot_sync(self) -> Snapshot:
@@ -292,9 +302,9 @@ class ServerRuntime:
                 clients.check_website(me.kind, self.cfg.website, self.cfg.other_apps_in_root)
             except Refusal as r:
                 return self.refused(cur, "install", r, version=version), None
-            fault, dumped = self.take_fault("install-fail")
+            fault, dumped = self.take_fault("install-fail", cur)
             if fault is None:
-                fault, dumped = self.take_fault("install-hang")
+                fault, dumped = self.take_fault("install-hang", cur)
             kind = {"install-fail": "fail", "install-hang": "hang"}.get(fault.kind) if fault else None
             seconds = self.timing.install_seconds
             store.update_server(cur, self.name, install_target=version, install_started=time.time(),

@@ -171,3 +171,52 @@ async def test_no_thread_to_drain_fails_the_change_and_leaves_none_stuck() -> No
         assert await asyncio.wait_for(together.run(rt, lambda cur, db: None), 10) == "ran" and ran.is_set()
     finally:
         fresh.shutdown(wait=False)
+
+
+async def test_a_fault_taken_by_a_change_that_is_undone_is_pending_again(make_db: Callable[[], str]) -> None:
+    """An injected fault is consumed in memory by the change that meets it; if that change is rolled back
+    (alone, or with its whole transaction when the database fails) the fault goes back, so the run that
+    armed it still meets it (the campaign's disruptions are not silently lost)."""
+    import pyodbc
+
+    from uwm_sim.db import DatabaseError
+    from uwm_sim.faults import Fault
+
+    cfg = big_fleet(make_db(), make_db(), make_db(), servers=20)
+    async with running_fleet(cfg) as fleet:
+        a, b = fleet.runtimes["ms-000"], fleet.runtimes["ms-001"]
+        a.faults.add(Fault("install-fail", count=1))
+        b.faults.add(Fault("install-hang", count=2))
+
+        def take_then_raise(cur: Any, db: Any) -> None:  # alone in its savepoint
+            assert a.take_fault("install-fail", cur)[0] is not None
+            raise ValueError("this change fails after taking its fault")
+
+        def take(cur: Any, db: Any) -> None:
+            assert b.take_fault("install-hang", cur)[0] is not None
+
+        def database_fails(cur: Any, db: Any) -> None:
+            raise pyodbc.Error("HY000", "the connection was lost")
+
+        async def together(*changes: tuple[Any, Any]) -> list[Any]:
+            release, held = await _held_open(fleet, len(changes))
+            asked = [asyncio.ensure_future(rt.change(work)) for rt, work in changes]
+            await _queued(a, len(changes))
+            release.set()
+            await held
+            return await asyncio.gather(*asked, return_exceptions=True)
+
+        first = await together((a, take_then_raise), (b, take))  # a's savepoint undone, b's committed
+        assert isinstance(first[0], ValueError) and first[1] is None
+        fail, hang = a.faults.peek("install-fail"), b.faults.peek("install-hang")
+        assert fail is not None and fail.count == 1 and hang is not None and hang.count == 1
+
+        second = await together((b, take), (b, database_fails))  # the whole transaction undone
+        assert all(isinstance(d, DatabaseError) for d in second), second
+        hang = b.faults.peek("install-hang")
+        assert hang is not None and hang.count == 1
+
+        def take_and_keep(cur: Any, db: Any) -> None:
+            assert a.take_fault("install-fail", cur)[0] is not None
+        await a.change(take_and_keep)  # committed: taken for good
+        assert a.faults.peek("install-fail") is None
