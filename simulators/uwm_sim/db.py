@@ -119,72 +119,62 @@ def _close(conn: Any) -> None:
         conn.close()
 
 
-# What each open transaction will have done once it commits (by connection): the journal entries it
-# appended, handed to its database's `on_commit` after the commit (`watch.Changes`), dropped on rollback.
-_PENDING: dict[int, list[Any]] = {}
-_PENDING_LOCK = threading.Lock()
+class _PerTransaction:
+    """Items remembered for the open transaction of each connection (by connection), until it ends."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, cur: Any, items: list[Any]) -> None:
+        conn = getattr(cur, "connection", None)
+        if conn is None:
+            return
+        with self._lock:
+            self._items.setdefault(id(conn), []).extend(items)
+
+    def count(self, conn: Any) -> int:
+        with self._lock:
+            return len(self._items.get(id(conn), ()))
+
+    def take(self, conn: Any, since: int = 0) -> list[Any]:
+        """Those added after the first `since` (all by default), forgotten."""
+        with self._lock:
+            items = self._items.get(id(conn), [])
+            taken, items[since:] = items[since:], []
+            if not items:
+                self._items.pop(id(conn), None)
+        return taken
+
+
+# What each open transaction will have done once it commits: the journal entries it appended, handed to
+# its database's `on_commit` after the commit (`watch.Changes`), dropped on rollback.
+_ANNOUNCE = _PerTransaction()
+# What to undo outside the database if it (or a savepoint of it) is rolled back: a fault taken from a
+# server's memory goes back, since the write that consumed it never happened.
+_UNDO = _PerTransaction()
 
 
 def after_commit(cur: Any, items: list[Any]) -> None:
     """Remember `items` for the transaction of `cur`, to be announced once it commits."""
-    conn = getattr(cur, "connection", None)
-    if conn is None:
-        return
-    with _PENDING_LOCK:
-        _PENDING.setdefault(id(conn), []).extend(items)
-
-
-def pending_count(conn: Any) -> int:
-    """How many items the open transaction of `conn` will announce so far (a savepoint's mark)."""
-    with _PENDING_LOCK:
-        return len(_PENDING.get(id(conn), ()))
-
-
-def drop_pending_since(conn: Any, mark: int) -> None:
-    """Forget what was added after `mark`: rolled back to a savepoint, it will never be committed."""
-    with _PENDING_LOCK:
-        items = _PENDING.get(id(conn))
-        if items is not None:
-            del items[mark:]
-
-
-def _take_pending(conn: Any) -> list[Any]:
-    with _PENDING_LOCK:
-        return _PENDING.pop(id(conn), [])
-
-
-# What to undo outside the database if the open transaction of a connection (or a savepoint of it) is rolled
-# back: a fault taken from a server's memory goes back, since the write that consumed it never happened.
-_UNDO: dict[int, list[Callable[[], None]]] = {}
+    _ANNOUNCE.add(cur, items)
 
 
 def on_rollback(cur: Any, undo: Callable[[], None]) -> None:
     """Run `undo` if the transaction of `cur` (or the savepoint it is in) is rolled back."""
-    conn = getattr(cur, "connection", None)
-    if conn is None:
-        return
-    with _PENDING_LOCK:
-        _UNDO.setdefault(id(conn), []).append(undo)
+    _UNDO.add(cur, [undo])
 
 
-def _forget_undo(conn: Any) -> None:
-    with _PENDING_LOCK:
-        _UNDO.pop(id(conn), None)
+def savepoint_mark(conn: Any) -> tuple[int, int]:
+    """Where the open transaction of `conn` stands, for `rolled_back_to` (taken with a savepoint)."""
+    return _ANNOUNCE.count(conn), _UNDO.count(conn)
 
 
-def undo_count(conn: Any) -> int:
-    with _PENDING_LOCK:
-        return len(_UNDO.get(id(conn), ()))
-
-
-def undo_since(conn: Any, mark: int) -> None:
-    """Run (last first) and forget what was registered after `mark`: rolled back to there."""
-    with _PENDING_LOCK:
-        items = _UNDO.get(id(conn), [])
-        undone, items[mark:] = items[mark:], []
-        if not items:
-            _UNDO.pop(id(conn), None)
-    for undo in reversed(undone):
+def rolled_back_to(conn: Any, mark: tuple[int, int] = (0, 0)) -> None:
+    """Rolled back to `mark` (the default: the whole transaction): what was to be announced since is
+    forgotten, what was to be undone since is undone, last first."""
+    _ANNOUNCE.take(conn, mark[0])
+    for undo in reversed(_UNDO.take(conn, mark[1])):
         with suppress(Exception):
             undo()
 
@@ -211,13 +201,12 @@ class Database:
                     yield conn
                     conn.commit()
                 except BaseException:
-                    _take_pending(conn.raw)
                     with suppress(pyodbc.Error):
                         conn.rollback()
-                    undo_since(conn.raw, 0)
+                    rolled_back_to(conn.raw)
                     raise
-                _forget_undo(conn.raw)  # committed: nothing to undo
-                done = _take_pending(conn.raw)
+                _UNDO.take(conn.raw)  # committed: nothing to undo
+                done = _ANNOUNCE.take(conn.raw)
                 if done and self.on_commit is not None:
                     self.on_commit(done)
         except pyodbc.Error as exc:

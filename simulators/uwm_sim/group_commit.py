@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import pyodbc
 
 from . import store
-from .db import drop_pending_since, execute_drained, pending_count, undo_count, undo_since
+from .db import execute_drained, rolled_back_to, savepoint_mark
 
 if TYPE_CHECKING:
     from .estate import DatabaseState
@@ -118,15 +118,14 @@ class GroupCommit:
                     if db is None:
                         db = dbs[name] = change.rt.db_state_sync()
                     execute_drained(cur, d.savepoint(SAVEPOINT))
-                    mark, undo_mark = pending_count(conn.raw), undo_count(conn.raw)
+                    mark = savepoint_mark(conn.raw)
                     try:
                         outcomes.append((change.work(cur, db), None))
                     except pyodbc.Error:  # the database failed: the whole transaction with it
                         raise
                     except Exception as exc:  # this change alone fails
                         execute_drained(cur, d.rollback_to_savepoint(SAVEPOINT))
-                        drop_pending_since(conn.raw, mark)
-                        undo_since(conn.raw, undo_mark)
+                        rolled_back_to(conn.raw, mark)
                         outcomes.append((None, exc))
                         continue
                     release = d.release_savepoint(SAVEPOINT)

@@ -23,9 +23,9 @@ pytest_plugins = ["sim_fixtures"]
 pytestmark = pytest.mark.integration
 
 
-async def _held_open(fleet: RunningFleet, queued: int) -> tuple[threading.Event, asyncio.Future[Any]]:
-    """A first change that waits for `release` inside its transaction, so the next `queued` changes asked
-    all wait for it and then run together; returns once it holds the lock."""
+async def _held_open(fleet: RunningFleet) -> tuple[threading.Event, asyncio.Future[Any]]:
+    """A first change that waits for `release` inside its transaction, so the changes asked next all wait
+    for it and then run together; returns once it holds the lock."""
     rt = next(iter(fleet.runtimes.values()))
     holding, release = threading.Event(), threading.Event()
 
@@ -51,7 +51,7 @@ async def test_changes_asked_meanwhile_run_together_in_arrival_order(make_db: Ca
         subscribers = [n for n in fleet.runtimes if n.startswith("ps-") and int(n[3:]) % 5]
         rt = fleet.runtimes[subscribers[0]]
         together = rt.estate.together
-        release, held = await _held_open(fleet, len(subscribers))
+        release, held = await _held_open(fleet)
         before = together.transactions
         asked = [asyncio.ensure_future(fleet.runtimes[n].set_replication({"enabled": False})) for n in subscribers]
         await _queued(rt, len(subscribers))
@@ -87,7 +87,7 @@ async def test_each_sees_the_ones_before_it_and_one_that_raises_is_undone_alone(
             assert seen_a is not None and seen_b is not None
             return seen_a.in_rotation, seen_b.in_rotation
 
-        release, held = await _held_open(fleet, 3)
+        release, held = await _held_open(fleet)
         asked = [asyncio.ensure_future(a.change(take_out)), asyncio.ensure_future(b.change(fail_after_writing)),
                  asyncio.ensure_future(c.change(read_both))]
         await _queued(a, 3)
@@ -114,7 +114,7 @@ async def test_the_rules_still_refuse_a_change_the_ones_before_it_made_unsafe(
         group = [fleet.runtimes[n] for n in ("ps-000", "ps-001", "ps-002", "ps-003", "ps-004")]
         for rt in group:
             assert (await rt.set_replication({"enabled": False})).status == 200
-        release, held = await _held_open(fleet, 2)
+        release, held = await _held_open(fleet)
         asked = [asyncio.ensure_future(sub.set_replication({"enabled": True})),
                  asyncio.ensure_future(sub.install({"version": "2022.1"}))]
         await _queued(sub, 2)
@@ -199,7 +199,7 @@ async def test_a_fault_taken_by_a_change_that_is_undone_is_pending_again(make_db
             raise pyodbc.Error("HY000", "the connection was lost")
 
         async def together(*changes: tuple[Any, Any]) -> list[Any]:
-            release, held = await _held_open(fleet, len(changes))
+            release, held = await _held_open(fleet)
             asked = [asyncio.ensure_future(rt.change(work)) for rt, work in changes]
             await _queued(a, len(changes))
             release.set()
