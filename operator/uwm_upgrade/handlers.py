@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
 
@@ -27,6 +28,34 @@ def selected(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
     return settings_of(memo).selector.matches(labels)
 
 
+class UnstoredDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff base (what a plan's spec was when last handled), computed and never stored.
+
+    kopf keeps it to tell create, update and resume handlers what changed; this operator has none (a
+    daemon loops on each plan and reads its spec every turn), so the answer is never asked. Stored, as
+    kopf's annotation storage does, it was a copy of the whole spec in every plan's annotations (29 KB
+    for 200 servers, written once more at creation), which the API server decodes, validates and writes
+    again with every status write, and which kopf parsed back on every watch event. Without it, kopf
+    finds every event of a plan unchanged from the last handled one (`fetch` gives what `build` gives)
+    and handles only what it must: the finalizer, the daemon, a deletion. `build` also copies only what
+    the essence keeps: kopf's own deep-copies the whole body, status and managedFields included, per event.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        if extra_fields:  # a handler asked for more than the spec and the metadata kopf keeps: kopf's own way
+            return super().build(body=body, extra_fields=extra_fields)
+        meta = body.get("metadata") or {}
+        kept: dict[str, Any] = {k: v for k, v in body.items() if k not in ("status", "metadata")}
+        kept["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+        return super().build(body=cast(kopf.Body, kept))
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return self.build(body=body)
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """kopf's own settings (``settings``: persistence, posting, watching) and the engine's `Runtime`, both
@@ -34,7 +63,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     ours = settings_of(memo)
     settings.persistence.finalizer = "upgrade.uwm.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="upgrade.uwm.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="upgrade.uwm.io")
+    settings.persistence.diffbase_storage = UnstoredDiffBase()
     settings.posting.level = 30  # kopf's own events: warnings and errors only; the engine posts step events
     settings.watching.server_timeout = 300
     settings.scanning.disabled = not ours.scans_namespaces
