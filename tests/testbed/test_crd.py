@@ -233,6 +233,38 @@ def test_the_pairwise_rules_are_skipped_exactly_while_the_spec_is_immutable() ->
         assert {f for f, _ in unchanged} == read, f"{r['message']}: skipped as unchanged by {sorted(unchanged)}"
 
 
+WALK = re.compile(r"self\.spec\.(\w+)\.(?:all|exists|exists_one)\(")
+# The rules that say two entries differ: CEL as of Kubernetes 1.29 (the chart's kubeVersion) has no distinct()
+# or set to say it in one walk, so they compare every entry with every other.
+DISTINCTNESS = re.compile(r"^two |must not contain duplicates|is already the url of a server|is the name of a server")
+
+
+def _walks_within_walks(rule: str) -> set[str]:
+    """The lists this rule walks inside a walk of the same list (each entry against each entry)."""
+    nested = set()
+    for walk in WALK.finditer(rule):
+        depth, i = 1, walk.end()
+        while depth and i < len(rule):
+            depth += {"(": 1, ")": -1}.get(rule[i], 0)
+            i += 1
+        if any(inner.group(1) == walk.group(1) for inner in WALK.finditer(rule, walk.end(), i)):
+            nested.add(walk.group(1))
+    return nested
+
+
+def test_no_rule_walks_a_list_once_per_entry_but_those_that_say_entries_differ() -> None:
+    """The API server runs a walk nested in a walk of the same list n*n times at creation (and at every
+    edit of what it reads): "the servers of one database are either all replaced or all upgraded in place"
+    did, 40,000 times for 200 servers, 0.94 s of the API server's CPU at each creation of such a plan; it
+    now walks the databases (at most 50), each over the servers once or twice."""
+    nested = {r["message"]: _walks_within_walks(r["rule"]) for r in _root_schema()["x-kubernetes-validations"]}
+    nested = {m: lists for m, lists in nested.items() if lists}
+    assert any(DISTINCTNESS.search(m) for m in nested), "the walk finder finds the distinctness rules"
+    assert {m: lists for m, lists in nested.items() if not DISTINCTNESS.search(m)} == {}
+    assert _walks_within_walks("self.spec.p.all(a, self.spec.p.all(b, a.x != b.x))") == {"p"}
+    assert _walks_within_walks("self.spec.d.all(d, self.spec.p.all(s, s.x) || self.spec.p.all(s, !s.x))") == set()
+
+
 def test_spec_strings_and_lists_are_bounded_and_rules_have_messages() -> None:
     """CEL's cost estimate needs bounds; a rule without a message would reject with its bare expression."""
     unbounded = []
