@@ -70,6 +70,12 @@ def test_a_plan_of_200_personalization_servers_and_3_hops_is_admitted_and_its_la
     print(f"a plan of 200 Personalization servers and 3 hops at its largest: {size} bytes with its spec"
           f" ({len(json.dumps(status))} of status, {len(status['steps'])} steps in full)")
     assert size < ETCD_OBJECT_LIMIT // 2, size
+    shown = json.loads(_ok(crd.kubectl_run("get", "upgradeplan", "wide", "-n", namespace, "-o", "json",
+                                           "--show-managed-fields")).stdout)
+    written = [m for m in shown["metadata"]["managedFields"] if m.get("subresource") == "status"]
+    assert len(written) == 1
+    owned = written[0]["fieldsV1"]["f:status"]
+    assert owned["f:servers"] == {} and owned["f:steps"] == {}, "the status writer's managedFields list each entry"
 
 
 def test_one_more_personalization_server_than_the_crd_allows_is_refused(crd: Kube, namespace: str) -> None:  # noqa: F811
