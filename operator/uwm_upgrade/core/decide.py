@@ -423,8 +423,8 @@ def _bounded(ctx: Context, actions: tuple[Action, ...]) -> tuple[Action, ...]:
     if len(new) <= free:
         return actions
     ranked = sorted(new, key=lambda a: a.step.name is not StepName.INSTALL_FIRST_SERVER)  # stable: plan order kept
-    admitted = set(ranked[:max(free, 0)])
-    return tuple(a for a in actions if a not in new or a in admitted)
+    waiting = {id(a) for a in ranked[max(free, 0):]}  # by identity: comparing actions field by field was n*n
+    return tuple(a for a in actions if id(a) not in waiting)
 
 
 def _hop_done(ctx: Context) -> Action:

@@ -62,6 +62,20 @@ class Violation:
 
 
 def _replication_and_rotation(spec: UpgradePlanSpec, seen: Observations) -> list[Violation]:
+    """What the whole estate breaks of the guide for any upgrade: asked of every effect of a look (50
+    installs of a 200-server plan), and the same answer for each, so worked out once per spec and look."""
+    last = _ESTATE_WIDE.get("last")
+    if last is not None and last[0] is spec and last[1] is seen:
+        return list(last[2])
+    found = _estate_wide(spec, seen)
+    _ESTATE_WIDE["last"] = (spec, seen, tuple(found))  # kept alive while remembered: no identity reused
+    return found
+
+
+_ESTATE_WIDE: dict[str, tuple[UpgradePlanSpec, Observations, tuple[Violation, ...]]] = {}
+
+
+def _estate_wide(spec: UpgradePlanSpec, seen: Observations) -> list[Violation]:
     found: list[Violation] = []
     for server in (*spec.servers(), *spec.replacement_servers()):  # strategy CleanInstall: new servers too
         obs = seen.servers.get(server.name)

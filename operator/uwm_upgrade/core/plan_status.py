@@ -7,9 +7,8 @@ transactions. `models.py` re-exports them beside the spec models.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -33,9 +32,10 @@ class _Status(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
 
 
-@dataclass(frozen=True)
-class StepKey:
-    """What identifies a step: its name, its hop and what it acts on."""
+class StepKey(NamedTuple):
+    """What identifies a step: its name, its hop and what it acts on. A tuple: a turn of a 200-server plan
+    makes and hashes it some tens of thousands of times (a frozen dataclass's were a tenth of the operator's
+    CPU in `bench/wide_plan.py`)."""
 
     name: StepName
     hop: int
@@ -188,24 +188,40 @@ class _Positions:
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
-        self.known: dict[int, tuple[tuple[Any, ...], dict[Any, int]]] = {}
+        self.known: dict[int, tuple[tuple[Any, ...], _Index]] = {}
 
-    def positions(self, items: tuple[Any, ...], key_of: Any) -> dict[Any, int]:
+    def positions(self, items: tuple[Any, ...], key_of: Any) -> _Index:
         found = self.known.get(id(items))
         if found is not None and found[0] is items:
             return found[1]
-        index: dict[Any, int] = {}
+        index = _Index()
         for i, item in enumerate(items):
             index.setdefault(key_of(item), i)
         self.remember(items, index)
         return index
 
-    def remember(self, items: tuple[Any, ...], index: dict[Any, int]) -> None:
+    def remember(self, items: tuple[Any, ...], index: _Index) -> None:
         """`index` is where the items of `items` are (a tuple made from an indexed one, an item replaced
         by one of the same key, has the same index: a turn that starts 50 steps rebuilds none)."""
         if len(self.known) >= self.size:
             del self.known[next(iter(self.known))]  # the oldest
         self.known[id(items)] = (items, index)
+
+
+class _Index(dict[Any, int]):
+    """Positions by key, and what the keys alone tell, worked out once per index (`undoing_hops`)."""
+
+    __slots__ = ("_undoing",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._undoing: frozenset[int] | None = None
+
+    def undoing_hops(self) -> frozenset[int]:
+        """The hops that have a step undoing one (a rollback's): the same for every tuple of these keys."""
+        if self._undoing is None:
+            self._undoing = frozenset(k.hop for k in self if k.name.undoes)
+        return self._undoing
 
 
 _STEPS, _SERVERS = _Positions(), _Positions()
@@ -219,7 +235,7 @@ def _server_name(server: ServerStatus) -> str:
     return server.name
 
 
-def step_positions(steps: tuple[StepStatus, ...]) -> dict[StepKey, int]:
+def step_positions(steps: tuple[StepStatus, ...]) -> _Index:
     """The position of each step in `steps`, by its key (see `_Positions`)."""
     return _STEPS.positions(steps, _step_key)
 
@@ -279,7 +295,7 @@ class UpgradePlanStatus(_Status):
     @property
     def rolling_back(self) -> bool:
         """The current hop is being rolled back (its rollback steps were appended)."""
-        return any(s.hop == self.current_hop and s.name.undoes for s in self.steps)
+        return self.current_hop in step_positions(self.steps).undoing_hops()
 
     def replicated_before(self, name: str) -> bool:
         """`name` had replication enabled before the plan (the baseline)."""

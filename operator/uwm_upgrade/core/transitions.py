@@ -123,8 +123,11 @@ def _requested(status: UpgradePlanStatus, key: StepKey, now: datetime) -> Upgrad
     return status.model_copy(update={"steps": steps})
 
 
-def apply_decision(status: UpgradePlanStatus, action: Action, now: datetime) -> UpgradePlanStatus:
-    """The status once `action` is decided: records are applied whole, effects mark their step Running."""
+def apply_decision(status: UpgradePlanStatus, action: Action, now: datetime, *,
+                   display: bool = True) -> UpgradePlanStatus:
+    """The status once `action` is decided: records are applied whole, effects mark their step Running.
+    `display=False`: without its printer columns (`with_display`, a walk of the steps), for a caller that
+    applies many actions and derives them once after the last."""
     match action:
         case Idle():
             return status
@@ -180,7 +183,7 @@ def apply_decision(status: UpgradePlanStatus, action: Action, now: datetime) -> 
             new = _working(new, Reason.IN_PROGRESS, describe(action), now)
     if new.next_window_start is not None and new.phase is not Phase.AWAITING_WINDOW:
         new = new.model_copy(update={"next_window_start": None})  # not waiting for a window (any more)
-    return with_display(new)
+    return with_display(new) if display else new
 
 
 def apply_result(status: UpgradePlanStatus, action: Action, result: BackupObservation | None,

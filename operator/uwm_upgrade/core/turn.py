@@ -33,7 +33,7 @@ from .decide import decide
 from .enums import EventReason, EventType, Phase, StepState
 from .models import StepStatus, UpgradePlanSpec, UpgradePlanStatus
 from .observations import BackupObservation, Observations, TransientError, UpgradeError, redact
-from .status import observe_generation, record_observations
+from .status import observe_generation, record_observations, with_display
 from .strategies import strategy_for
 from .transitions import apply_decision, apply_error, apply_result, reject_spec
 
@@ -89,7 +89,8 @@ def before_effect(spec: UpgradePlanSpec, status: UpgradePlanStatus, seen: Observ
             break
         changed = current
         for action in records:
-            changed = apply_decision(changed, action, now)
+            changed = apply_decision(changed, action, now, display=False)
+        changed = with_display(changed)
         if changed == current:
             break
         # the records first, then decide again: what they change (a server done frees its place, a step
@@ -98,7 +99,8 @@ def before_effect(spec: UpgradePlanSpec, status: UpgradePlanStatus, seen: Observ
         current = record_observations(changed, spec, seen, now)
         passed.append(current)
     for action in actions:  # the last answer: effects, waits or an end (records that changed nothing)
-        current = apply_decision(current, action, now)
+        current = apply_decision(current, action, now, display=False)
+    current = with_display(current)
     taken += actions
     current = past_deadline(current, now, limits)
     return Turn(current, tuple(taken), tuple(passed), timeout_in(spec, current, seen, now, limits))
