@@ -113,7 +113,12 @@ class Fleet:
 
     def restart(self, *, down_seconds: float = 0.0, kill: bool = True, timeout: float = 120.0) -> None:
         """Stop the fleet process (SIGKILL: a crash; else SIGTERM) and start it again as it was: same
-        environment, same databases (kept, not reset) and the same ports, so every URL stays valid."""
+        environment, same databases (kept, not reset) and the same ports, so every URL stays valid.
+
+        A fleet that exits while starting (its state database down: the campaign may restart PostgreSQL
+        and the fleet at once) is started again, every `RESPAWN_SECONDS`, until `timeout`, as a supervisor
+        (a kubelet, systemd) restarts a crashed service; before, the first exit left the estate down for
+        the rest of the run."""
         if self.fleet_file is None:
             raise RuntimeError("this fleet was not started by start_fleet(); it cannot be restarted")
         if kill:
@@ -129,8 +134,24 @@ class Fleet:
         pinned = self.process.log.parent / f"{self.fleet_file.stem}.ports.yaml"
         pinned.write_text(yaml.safe_dump(config, sort_keys=False))
         time.sleep(down_seconds)
-        self.process, self.endpoints = _spawn_fleet([_bin("uwm-sim"), "fleet", str(pinned), "--json"], self.env,
-                                                    self.process.log, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.process, self.endpoints = _spawn_fleet([_bin("uwm-sim"), "fleet", str(pinned), "--json"],
+                                                            self.env, self.process.log,
+                                                            max(deadline - time.monotonic(), 1.0))
+                return
+            except FleetExitedError:
+                if time.monotonic() + RESPAWN_SECONDS >= deadline:
+                    raise
+                time.sleep(RESPAWN_SECONDS)
+
+
+RESPAWN_SECONDS = 1.0
+
+
+class FleetExitedError(RuntimeError):
+    """The simulator fleet exited before it was ready."""
 
 
 def _port(url: str) -> int:
@@ -155,7 +176,7 @@ def _spawn_fleet(cmd: list[str], env: dict[str, str], log: Path, timeout: float)
             if line.startswith("{") and '"ready"' in line:
                 return process, json.loads(line)
         if not process.alive():
-            raise RuntimeError(f"the simulator fleet exited; last lines of {log}:\n{procs.tail(log)}")
+            raise FleetExitedError(f"the simulator fleet exited; last lines of {log}:\n{procs.tail(log)}")
         time.sleep(0.1)
     process.stop()
     raise RuntimeError(f"the simulator fleet was not ready in {timeout:.0f} s; see {log}")
