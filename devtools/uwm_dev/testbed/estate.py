@@ -97,6 +97,13 @@ def _spawn(name: str, cmd: list[str], env: dict[str, str], log: Path) -> Process
     return Process(name, proc, log)
 
 
+RESPAWN_SECONDS = 1.0  # a fleet that exited while starting is started again this often (Fleet.restart)
+
+
+class FleetExitedError(RuntimeError):
+    """The simulator fleet exited before it was ready."""
+
+
 @dataclass
 class Fleet:
     process: Process
@@ -145,13 +152,6 @@ class Fleet:
                 if time.monotonic() + RESPAWN_SECONDS >= deadline:
                     raise
                 time.sleep(RESPAWN_SECONDS)
-
-
-RESPAWN_SECONDS = 1.0
-
-
-class FleetExitedError(RuntimeError):
-    """The simulator fleet exited before it was ready."""
 
 
 def _port(url: str) -> int:
